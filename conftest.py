@@ -1,0 +1,118 @@
+"""Shared fixtures: devices, dtypes, seeding, hypothesis profiles, golden storage, figures.
+
+* ``device``: a test that takes ``device`` runs once on the CPU and once on CUDA when a GPU is
+  present (``--device cpu|cuda|cuda:N|all`` restricts it). With several GPUs, each xdist worker
+  takes its own GPU (gw0 -> cuda:0, gw1 -> cuda:1, ...), so the suite spreads over them.
+* ``dtype``: a test that takes ``dtype`` runs in float64 and float32.
+* Every test starts from a seed derived from its node id (torch, numpy, random).
+* Hypothesis profiles ``ci`` (deterministic, default), ``dev`` and ``thorough``: set
+  ``HYPOTHESIS_PROFILE``.
+* Golden files live in ``golden/data`` and are rewritten only by pytest-regressions' explicit
+  ``--force-regen`` / ``--regen-all`` flags.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+pytest_plugins = ["spec.plugin", "pytester"]
+
+ROOT = Path(__file__).resolve().parent
+
+# Under xdist each worker would start one thread per core; with 2 workers on 2 cores that is 4
+# threads fighting for 2 (DESIGN.md). One thread per worker; serial runs keep torch's default.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", derandomize=True, max_examples=25, database=None, print_blob=True, **_common)
+settings.register_profile("dev", max_examples=60, print_blob=True, **_common)
+settings.register_profile("thorough", max_examples=1000, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="all",
+                     help="where device-parametrised tests run: cpu, cuda, cuda:N, or all (default)")
+
+
+def _worker_index() -> int:
+    w = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(w[2:]) if w.startswith("gw") and w[2:].isdigit() else 0
+
+
+def _devices(config) -> list[tuple[str, torch.device]]:
+    choice = config.getoption("--device")
+    has_cuda = torch.cuda.is_available()
+    if choice == "cpu":
+        return [("cpu", torch.device("cpu"))]
+    if choice.startswith("cuda"):
+        if not has_cuda:
+            raise pytest.UsageError(f"--device {choice}: no CUDA device is available")
+        dev = torch.device(choice) if ":" in choice else torch.device("cuda", _worker_index() % torch.cuda.device_count())
+        return [("cuda", dev)]
+    if choice != "all":
+        raise pytest.UsageError(f"--device: expected cpu, cuda, cuda:N or all, got {choice!r}")
+    out = [("cpu", torch.device("cpu"))]
+    if has_cuda:
+        # The id stays "cuda" on every worker so that xdist workers collect identical test ids.
+        out.append(("cuda", torch.device("cuda", _worker_index() % torch.cuda.device_count())))
+    return out
+
+
+def pytest_generate_tests(metafunc):
+    # Plain parametrisation (not a fixture) keeps @given tests free of the function-scoped
+    # fixture health check.
+    if "device" in metafunc.fixturenames:
+        devs = _devices(metafunc.config)
+        metafunc.parametrize(
+            "device",
+            [pytest.param(d, id=name, marks=[pytest.mark.gpu] if name == "cuda" else []) for name, d in devs],
+        )
+    if "dtype" in metafunc.fixturenames:
+        metafunc.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything(request):
+    seed = zlib.crc32(request.node.nodeid.encode())
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    yield
+
+
+@pytest.fixture
+def original_datadir() -> Path:
+    """pytest-regressions' golden files live in golden/data, not beside each test module."""
+    return ROOT / "golden" / "data"
+
+
+@pytest.fixture
+def save_figure(request, record_property):
+    """``save_figure(fig, "cnn-max-pool.png")`` writes a matplotlib figure where the HTML ledger shows
+    it beside the test's claims (``<ledger dir>/figures``, by default report/figures) and closes it."""
+    out = Path(request.config.getoption("ledger") or ROOT / "report") / "figures"
+
+    def save(fig, name: str) -> Path:
+        import matplotlib.pyplot as plt
+
+        if not name.endswith(".png") or "/" in name:
+            raise ValueError(f"name: expected a plain file name ending in .png, got {name!r}")
+        out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out / name, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        record_property("figure", f"figures/{name}")
+        return out / name
+
+    return save

@@ -1,0 +1,1 @@
+"""Claims registry, symbolic derivations and the ledger tooling of the executable specification."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 pytest_plugins = ["spec.plugin", "pytester"]
 
@@ -34,7 +34,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# No explain phase: it writes patch files and imports libcst, seconds per failing test for nothing
+# the failure report lacks.
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+               phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink])
 settings.register_profile("ci", derandomize=True, max_examples=25, database=None, print_blob=True, **_common)
 settings.register_profile("dev", max_examples=60, print_blob=True, **_common)
 settings.register_profile("thorough", max_examples=1000, **_common)

@@ -1,0 +1,80 @@
+"""Appendix facts that need code: the Gaussian density, the matrix determinant lemma, Bayes' rule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from impl._checks import check_same, check_tensor
+
+
+def gaussian_log_density(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """log N(x | mu, Sigma) = -1/2 (d log 2 pi + log |Sigma| + (x - mu)^T Sigma^{-1} (x - mu)).
+
+    Through the Cholesky factor, so tiny or large variances stay finite. x: (..., d), mu: (..., d),
+    sigma: (..., d, d) symmetric positive definite (broadcast together) -> (...).
+    """
+    check_tensor(x, "x", ndim=range(1, 16))
+    check_tensor(mu, "mu", ndim=range(1, 16))
+    check_tensor(sigma, "sigma", ndim=range(2, 16))
+    check_same(x, "x", mu=mu, sigma=sigma)
+    d = x.shape[-1]
+    if mu.shape[-1] != d or sigma.shape[-2:] != (d, d):
+        raise ValueError(f"sigma: expected (..., {d}, {d}) to match x's last dim {d}, got {tuple(sigma.shape)}")
+    L, info = torch.linalg.cholesky_ex(sigma)
+    if torch.any(info != 0):
+        raise ValueError("sigma: not positive definite")
+    diff = (x - mu).unsqueeze(-1)
+    L = L.expand(*diff.shape[:-2], d, d) if L.ndim < diff.ndim else L
+    z = torch.linalg.solve_triangular(L, diff.expand(*L.shape[:-2], d, 1), upper=False).squeeze(-1)
+    logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    return -0.5 * (d * math.log(2 * math.pi) + logdet + (z * z).sum(-1))
+
+
+def gaussian_density(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The notes' formula 1 / sqrt((2 pi)^d |Sigma|) exp(-1/2 (x - mu)^T Sigma^{-1} (x - mu)), literally.
+
+    x, mu: (..., d), sigma: (..., d, d) -> (...). Use gaussian_log_density where it may underflow.
+    """
+    check_tensor(x, "x", ndim=range(1, 16))
+    check_tensor(mu, "mu", ndim=range(1, 16))
+    check_tensor(sigma, "sigma", ndim=range(2, 16))
+    check_same(x, "x", mu=mu, sigma=sigma)
+    d = x.shape[-1]
+    if sigma.shape[-2:] != (d, d):
+        raise ValueError(f"sigma: expected (..., {d}, {d}), got {tuple(sigma.shape)}")
+    diff = x - mu
+    quad = (diff.unsqueeze(-2) @ torch.linalg.solve(sigma, diff.unsqueeze(-1))).squeeze(-1).squeeze(-1)
+    return torch.exp(-0.5 * quad) / torch.sqrt((2 * math.pi) ** d * torch.linalg.det(sigma))
+
+
+def det_rank_one_update(A: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """det(A + u v^T) = (1 + v^T A^{-1} u) det A (matrix determinant lemma; A invertible).
+
+    A: (..., d, d), u, v: (..., d) -> (...). One solve instead of a second determinant.
+    """
+    check_tensor(A, "A", ndim=range(2, 16))
+    check_tensor(u, "u", ndim=range(1, 16))
+    check_tensor(v, "v", shape=u.shape)
+    check_same(A, "A", u=u, v=v)
+    if A.shape[-1] != A.shape[-2] or u.shape[-1] != A.shape[-1]:
+        raise ValueError(f"A: expected (..., d, d) with d = {u.shape[-1]}, got {tuple(A.shape)}")
+    Ainv_u = torch.linalg.solve(A, u.unsqueeze(-1)).squeeze(-1)
+    return (1 + (v * Ainv_u).sum(-1)) * torch.linalg.det(A)
+
+
+def bayes_posterior(likelihood: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """P(A | B) = P(B | A) P(A) / P(B) with P(B) = sum_A P(B | A) P(A).
+
+    likelihood: (..., nA, nB) = P(B = b | A = a), prior: (..., nA) -> (..., nA, nB) = P(A = a | B = b).
+    """
+    check_tensor(likelihood, "likelihood", ndim=range(2, 16))
+    check_tensor(prior, "prior", ndim=range(1, 16))
+    check_same(likelihood, "likelihood", prior=prior)
+    if prior.shape[-1] != likelihood.shape[-2]:
+        raise ValueError(f"prior: expected {likelihood.shape[-2]} entries, got {prior.shape[-1]}")
+    if torch.any(likelihood < 0) or torch.any(prior < 0):
+        raise ValueError("prior: probabilities must be >= 0 (and likelihood too)")
+    joint = likelihood * prior.unsqueeze(-1)
+    return joint / joint.sum(-2, keepdim=True)

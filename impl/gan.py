@@ -1,0 +1,391 @@
+"""Generative adversarial networks: value function, optimal discriminator, divergences, generator
+losses (saturating / non-saturating), a k-step training loop, DCGAN modules, WGAN-GP, Pix2Pix and
+CycleGAN losses, FID, GAN inversion, unrolled generator update, StyleGAN's AdaIN.
+
+Discriminators return *logits* a with D = sigmoid(a); losses use log D = logsigmoid(a) and
+log(1 - D) = logsigmoid(-a), which stay finite for any logit (the plain probability forms are
+kept beside them as references).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from impl._checks import check_choice, check_float, check_int, check_same, check_tensor
+
+
+# ---------------------------------------------------------------------------------- value function
+
+def value_function(d_real_logits: torch.Tensor, d_fake_logits: torch.Tensor) -> torch.Tensor:
+    """V(G, D) = E_{x~p_d} log D(x) + E_{x^~p_m} log(1 - D(x^)), estimated by sample means.
+
+    d_real_logits: (N,) logits of D on data; d_fake_logits: (M,) logits on generated samples.
+    """
+    check_tensor(d_real_logits, "d_real_logits", ndim=1)
+    check_tensor(d_fake_logits, "d_fake_logits", ndim=1)
+    check_same(d_real_logits, "d_real_logits", d_fake_logits=d_fake_logits)
+    return F.logsigmoid(d_real_logits).mean() + F.logsigmoid(-d_fake_logits).mean()
+
+
+def value_function_probs(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Reference form of ``value_function`` on probabilities D(x) in [0, 1]. (N,), (M,) -> ()."""
+    check_tensor(d_real, "d_real", ndim=1)
+    check_tensor(d_fake, "d_fake", ndim=1)
+    for name, t in (("d_real", d_real), ("d_fake", d_fake)):
+        if ((t < 0) | (t > 1)).any():
+            raise ValueError(f"{name}: probabilities must lie in [0, 1]")
+    return torch.log(d_real).mean() + torch.log1p(-d_fake).mean()
+
+
+def value_function_densities(p_d: torch.Tensor, p_m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """V as a sum over a discrete space (or a quadrature grid): sum_x p_d log D + p_m log(1 - D).
+
+    p_d, p_m: (..., K) probability vectors; d: (..., K) discriminator values in (0, 1)."""
+    check_tensor(p_d, "p_d")
+    check_tensor(p_m, "p_m")
+    check_tensor(d, "d")
+    check_same(p_d, "p_d", p_m=p_m, d=d)
+    # 0 * log 0 = 0: where a distribution has no mass its term does not count.
+    t1 = torch.where(p_d > 0, p_d * torch.log(d), torch.zeros_like(d))
+    t2 = torch.where(p_m > 0, p_m * torch.log1p(-d), torch.zeros_like(d))
+    return (t1 + t2).sum(-1)
+
+
+def optimal_discriminator(p_d: torch.Tensor, p_m: torch.Tensor) -> torch.Tensor:
+    """D*(x) = p_d(x) / (p_d(x) + p_m(x)) from the two densities at x (same shape). Where both are
+    zero the value does not matter for V; 1/2 is returned there."""
+    check_tensor(p_d, "p_d")
+    check_tensor(p_m, "p_m")
+    check_same(p_d, "p_d", p_m=p_m)
+    if (p_d < 0).any():
+        raise ValueError("p_d: densities must be non-negative")
+    if (p_m < 0).any():
+        raise ValueError("p_m: densities must be non-negative")
+    s = p_d + p_m
+    return torch.where(s > 0, p_d / torch.where(s > 0, s, torch.ones_like(s)), torch.full_like(s, 0.5))
+
+
+def _check_prob(p, name):
+    check_tensor(p, name)
+    if p.ndim < 1:
+        raise ValueError(f"{name}: expected a probability vector along the last axis")
+    if (p < 0).any():
+        raise ValueError(f"{name}: probabilities must be non-negative")
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) = sum p log(p / q) over the last axis (0 log 0 = 0). p, q: (..., K) -> (...)."""
+    _check_prob(p, "p")
+    _check_prob(q, "q")
+    check_same(p, "p", q=q)
+    ratio = torch.where(p > 0, p / q, torch.ones_like(p))
+    return torch.where(p > 0, p * torch.log(ratio), torch.zeros_like(p)).sum(-1)
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """JS(p || q) = 1/2 KL(p || m) + 1/2 KL(q || m), m = (p + q) / 2 (nats). (..., K) -> (...)."""
+    _check_prob(p, "p")
+    _check_prob(q, "q")
+    m = 0.5 * (p + q)
+    return 0.5 * kl_divergence(p, m) + 0.5 * kl_divergence(q, m)
+
+
+# ------------------------------------------------------------------------------------------ losses
+
+def discriminator_loss(d_real_logits: torch.Tensor, d_fake_logits: torch.Tensor) -> torch.Tensor:
+    """D maximises V: its loss is -V (binary cross-entropy, real = 1, fake = 0)."""
+    return -value_function(d_real_logits, d_fake_logits)
+
+
+def generator_loss(d_fake_logits: torch.Tensor, kind: str = "non-saturating") -> torch.Tensor:
+    """Generator loss to *minimise* on logits of D(G(z)): (M,) -> ().
+
+    ``saturating``: E log(1 - D(G(z))) (the minimax objective; gradient w.r.t. the logit is
+    -D(G(z)), which vanishes when D rejects the samples). ``non-saturating``: -E log D(G(z))
+    (gradient ascent on log D(G(z)); gradient w.r.t. the logit is -(1 - D(G(z))))."""
+    check_tensor(d_fake_logits, "d_fake_logits", ndim=1)
+    check_choice(kind, "kind", ["saturating", "non-saturating"])
+    if kind == "saturating":
+        return F.logsigmoid(-d_fake_logits).mean()
+    return -F.logsigmoid(d_fake_logits).mean()
+
+
+def train_gan(generator: nn.Module, discriminator: nn.Module, sample_data, sample_noise, *,
+              steps: int, k: int = 1, lr: float = 2e-4, loss: str = "non-saturating",
+              betas=(0.5, 0.999)) -> dict:
+    """Alternating GAN training: for each generator step, ``k`` discriminator steps (Adam).
+
+    sample_data() -> (N, D) real batch; sample_noise() -> (M, Q) noise batch.
+    Returns {"d_loss": [...], "g_loss": [...], "d_steps": int, "g_steps": int}."""
+    check_int(steps, "steps", min=1)
+    check_int(k, "k", min=1)
+    check_float(lr, "lr", min=0.0, min_open=True)
+    check_choice(loss, "loss", ["saturating", "non-saturating"])
+    if not callable(sample_data):
+        raise TypeError("sample_data: expected a callable")
+    if not callable(sample_noise):
+        raise TypeError("sample_noise: expected a callable")
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
+    hist = {"d_loss": [], "g_loss": [], "d_steps": 0, "g_steps": 0}
+    for _ in range(steps):
+        for _ in range(k):
+            real, fake = sample_data(), generator(sample_noise()).detach()
+            d_loss = discriminator_loss(discriminator(real).reshape(-1), discriminator(fake).reshape(-1))
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+            hist["d_loss"].append(float(d_loss.detach()))
+            hist["d_steps"] += 1
+        g_loss = generator_loss(discriminator(generator(sample_noise())).reshape(-1), loss)
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        hist["g_loss"].append(float(g_loss.detach()))
+        hist["g_steps"] += 1
+    return hist
+
+
+# ------------------------------------------------------------------------------------------ DCGAN
+
+class DCGANGenerator(nn.Module):
+    """DCGAN generator by the notes' rules: no pooling (fractionally-strided convolutions upsample),
+    batchnorm, no fully connected layer, ReLU activations (tanh output).
+    z: (B, nz) or (B, nz, 1, 1) -> image (B, channels, size, size), size = 4 * 2**ups."""
+
+    def __init__(self, nz: int = 16, features: int = 16, channels: int = 1, ups: int = 2):
+        super().__init__()
+        check_int(nz, "nz", min=1)
+        check_int(features, "features", min=1)
+        check_int(channels, "channels", min=1)
+        check_int(ups, "ups", min=1)
+        self.nz = nz
+        f = features * 2 ** (ups - 1)
+        layers = [nn.ConvTranspose2d(nz, f, 4, 1, 0, bias=False), nn.BatchNorm2d(f), nn.ReLU()]
+        for _ in range(ups - 1):
+            layers += [nn.ConvTranspose2d(f, f // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(f // 2), nn.ReLU()]
+            f //= 2
+        layers += [nn.ConvTranspose2d(f, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        check_tensor(z, "z", ndim=(2, 4))
+        if z.shape[1] != self.nz:
+            raise ValueError(f"z: expected {self.nz} channels, got shape {tuple(z.shape)}")
+        if z.ndim == 2:
+            z = z[:, :, None, None]
+        return self.net(z)
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN discriminator: strided convolutions instead of pooling, batchnorm, no fully connected
+    layer, LeakyReLU(0.2). x: (B, channels, size, size) -> logits (B,)."""
+
+    def __init__(self, features: int = 16, channels: int = 1, downs: int = 2):
+        super().__init__()
+        check_int(features, "features", min=1)
+        check_int(channels, "channels", min=1)
+        check_int(downs, "downs", min=1)
+        self.channels = channels
+        layers = [nn.Conv2d(channels, features, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
+        f = features
+        for _ in range(downs - 1):
+            layers += [nn.Conv2d(f, 2 * f, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * f), nn.LeakyReLU(0.2)]
+            f *= 2
+        layers += [nn.Conv2d(f, 1, 4, 1, 0, bias=False)]   # 4x4 -> 1x1: the logit, no FC layer
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x", ndim=4)
+        if x.shape[1] != self.channels:
+            raise ValueError(f"x: expected {self.channels} channels, got shape {tuple(x.shape)}")
+        return self.net(x).reshape(x.shape[0])
+
+
+# -------------------------------------------------------------------------------------------- WGAN
+
+def wgan_critic_loss(critic_real: torch.Tensor, critic_fake: torch.Tensor) -> torch.Tensor:
+    """Critic loss to minimise: E D(x^) - E D(x) (the critic maximises E D(x) - E D(x^), which
+    over 1-Lipschitz D is the Wasserstein-1 distance). (N,), (M,) -> ()."""
+    check_tensor(critic_real, "critic_real", ndim=1)
+    check_tensor(critic_fake, "critic_fake", ndim=1)
+    check_same(critic_real, "critic_real", critic_fake=critic_fake)
+    return critic_fake.mean() - critic_real.mean()
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, *, weight: float = 10.0,
+                     eps: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP: weight * E (||grad_x D(x^)||_2 - 1)^2 at x^ = eps x + (1 - eps) x~, eps ~ U[0, 1].
+
+    critic: (B, ...) -> (B,); real, fake: (B, ...); eps: optional (B,). Differentiable
+    (create_graph) so the penalty trains the critic."""
+    if not callable(critic):
+        raise TypeError("critic: expected a callable")
+    check_tensor(real, "real")
+    check_tensor(fake, "fake", shape=tuple(real.shape))
+    check_same(real, "real", fake=fake)
+    check_float(weight, "weight", min=0.0)
+    if eps is None:
+        eps = torch.rand(real.shape[0], dtype=real.dtype, device=real.device)
+    check_tensor(eps, "eps", shape=(real.shape[0],))
+    eps = eps.view(-1, *([1] * (real.ndim - 1)))
+    x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+    out = critic(x_hat)
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    norm = grad.reshape(grad.shape[0], -1).norm(dim=1)
+    return weight * (norm - 1).pow(2).mean()
+
+
+# ------------------------------------------------------------------------------- image translation
+
+def pix2pix_generator_loss(d_fake_logits: torch.Tensor, fake: torch.Tensor, target: torch.Tensor,
+                           *, l1_weight: float = 100.0) -> torch.Tensor:
+    """Pix2Pix generator loss: non-saturating GAN loss on D(x, G(x)) + lambda * ||y - G(x)||_1
+    (mean absolute error between the generated image and the paired target y)."""
+    check_tensor(fake, "fake")
+    check_tensor(target, "target", shape=tuple(fake.shape))
+    check_same(fake, "fake", target=target)
+    check_float(l1_weight, "l1_weight", min=0.0)
+    return generator_loss(d_fake_logits, "non-saturating") + l1_weight * (target - fake).abs().mean()
+
+
+def pix2pix_discriminator_input(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """D : X, Y -> [0, 1] sees the (input, output) pair stacked along channels. (B, Cx, H, W),
+    (B, Cy, H, W) -> (B, Cx + Cy, H, W)."""
+    check_tensor(x, "x", ndim=4)
+    check_tensor(y, "y", ndim=4)
+    check_same(x, "x", y=y)
+    if x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
+        raise ValueError(f"y: batch and spatial size must match x's {tuple(x.shape)}, got {tuple(y.shape)}")
+    return torch.cat([x, y], dim=1)
+
+
+def cycle_consistency_loss(x: torch.Tensor, y: torch.Tensor, F_xy, G_yx) -> torch.Tensor:
+    """CycleGAN: E ||G(F(x)) - x||_1 + E ||F(G(y)) - y||_1 with F: X -> Y, G: Y -> X.
+    x: (B, ...) from X, y: (B', ...) from Y (unpaired)."""
+    check_tensor(x, "x")
+    check_tensor(y, "y")
+    if not callable(F_xy):
+        raise TypeError("F_xy: expected a callable")
+    if not callable(G_yx):
+        raise TypeError("G_yx: expected a callable")
+    return (G_yx(F_xy(x)) - x).abs().mean() + (F_xy(G_yx(y)) - y).abs().mean()
+
+
+def cyclegan_generator_loss(x, y, F_xy, G_yx, D_y, D_x, *, cycle_weight: float = 10.0) -> torch.Tensor:
+    """Full CycleGAN generator objective: non-saturating GAN losses for F (judged by D_Y) and for
+    G (judged by D_X) plus cycle_weight times the cycle-consistency loss."""
+    check_float(cycle_weight, "cycle_weight", min=0.0)
+    for name, fn in (("D_y", D_y), ("D_x", D_x)):
+        if not callable(fn):
+            raise TypeError(f"{name}: expected a callable")
+    gan = generator_loss(D_y(F_xy(x)).reshape(-1)) + generator_loss(D_x(G_yx(y)).reshape(-1))
+    return gan + cycle_weight * cycle_consistency_loss(x, y, F_xy, G_yx)
+
+
+# --------------------------------------------------------------------------------------------- FID
+
+def feature_statistics(features: torch.Tensor):
+    """Mean (D,) and unbiased covariance (D, D) of features (N, D)."""
+    check_tensor(features, "features", ndim=2)
+    if features.shape[0] < 2:
+        raise ValueError("features: need at least 2 rows for a covariance")
+    mu = features.mean(0)
+    xc = features - mu
+    return mu, xc.T @ xc / (features.shape[0] - 1)
+
+
+def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
+    w, v = torch.linalg.eigh(a)
+    return (v * w.clamp_min(0).sqrt().unsqueeze(-2)) @ v.transpose(-1, -2)
+
+
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^{1/2}) for PSD S1, S2.
+
+    tr (S1 S2)^{1/2} = tr (S1^{1/2} S2 S1^{1/2})^{1/2}: the eigenvalues of S1 S2 equal those of the
+    symmetric PSD S1^{1/2} S2 S1^{1/2}, so two symmetric eigendecompositions suffice."""
+    check_tensor(mu1, "mu1", ndim=1)
+    d = mu1.shape[0]
+    check_tensor(mu2, "mu2", shape=(d,))
+    check_tensor(sigma1, "sigma1", shape=(d, d))
+    check_tensor(sigma2, "sigma2", shape=(d, d))
+    check_same(mu1, "mu1", mu2=mu2, sigma1=sigma1, sigma2=sigma2)
+    s1 = _sqrtm_psd(0.5 * (sigma1 + sigma1.T))
+    m = s1 @ (0.5 * (sigma2 + sigma2.T)) @ s1
+    tr_sqrt = torch.linalg.eigvalsh(0.5 * (m + m.T)).clamp_min(0).sqrt().sum()
+    return (mu1 - mu2).pow(2).sum() + torch.trace(sigma1) + torch.trace(sigma2) - 2 * tr_sqrt
+
+
+def fid(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tensor:
+    """FID: Frechet distance between Gaussians fitted to real and generated features (N, D), (M, D)."""
+    check_tensor(features_real, "features_real", ndim=2)
+    check_tensor(features_fake, "features_fake", ndim=2)
+    if features_fake.shape[1] != features_real.shape[1]:
+        raise ValueError("features_fake: feature dimension differs from features_real's")
+    return frechet_distance(*feature_statistics(features_real), *feature_statistics(features_fake))
+
+
+# ------------------------------------------------------------------------------------ GAN inversion
+
+def invert_generator(generator, x: torch.Tensor, z0: torch.Tensor, *, steps: int = 200,
+                     lr: float = 0.05) -> torch.Tensor:
+    """GAN inversion: z* = argmin_z ||G(z) - x||^2 by Adam from z0. x: (B, ...), z0: (B, Q).
+    The generator's parameters are not changed. Returns z* (B, Q), detached."""
+    if not callable(generator):
+        raise TypeError("generator: expected a callable")
+    check_tensor(x, "x")
+    check_tensor(z0, "z0", ndim=2)
+    check_int(steps, "steps", min=1)
+    check_float(lr, "lr", min=0.0, min_open=True)
+    z = z0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    for _ in range(steps):
+        loss = (generator(z) - x).pow(2).reshape(x.shape[0], -1).sum(1).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return z.detach()
+
+
+# ---------------------------------------------------------------------------------- unrolled GAN
+
+def unrolled_generator_loss(generator: nn.Module, discriminator: nn.Module, z: torch.Tensor,
+                            real: torch.Tensor, *, k: int, lr: float,
+                            kind: str = "non-saturating") -> torch.Tensor:
+    """Unrolled GAN (Metz et al. 2017): the generator loss against the discriminator after k
+    *future* gradient-ascent steps on V (SGD, step lr), differentiated through those steps, so the
+    generator sees how D would react to it. k = 0 is the ordinary loss.
+    z: (M, Q) noise, real: (N, D) data. Returns a scalar with gradients w.r.t. G's parameters."""
+    check_int(k, "k", min=0)
+    check_float(lr, "lr", min=0.0)
+    check_tensor(z, "z")
+    check_tensor(real, "real")
+    check_choice(kind, "kind", ["saturating", "non-saturating"])
+    params = dict(discriminator.named_parameters())
+    fake = generator(z)
+    call = torch.func.functional_call
+    for _ in range(k):
+        d_loss = discriminator_loss(call(discriminator, params, (real,)).reshape(-1),
+                                    call(discriminator, params, (fake,)).reshape(-1))
+        grads = torch.autograd.grad(d_loss, list(params.values()), create_graph=True)
+        params = {n: p - lr * g for (n, p), g in zip(params.items(), grads)}
+    return generator_loss(call(discriminator, params, (fake,)).reshape(-1), kind)
+
+
+# ------------------------------------------------------------------------------------------ StyleGAN
+
+def adain(x: torch.Tensor, style_scale: torch.Tensor, style_bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """StyleGAN's adaptive instance normalisation: each sample's feature map is normalised with its
+    own spatial mean and std, then scaled and shifted by the style from w.
+    x: (B, C, H, W); style_scale, style_bias: (B, C)."""
+    check_tensor(x, "x", ndim=4)
+    check_tensor(style_scale, "style_scale", shape=(x.shape[0], x.shape[1]))
+    check_tensor(style_bias, "style_bias", shape=(x.shape[0], x.shape[1]))
+    check_same(x, "x", style_scale=style_scale, style_bias=style_bias)
+    check_float(eps, "eps", min=0.0)
+    mu = x.mean(dim=(2, 3), keepdim=True)
+    var = x.var(dim=(2, 3), unbiased=False, keepdim=True)
+    return style_scale[:, :, None, None] * (x - mu) / torch.sqrt(var + eps) + style_bias[:, :, None, None]

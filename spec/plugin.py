@@ -60,7 +60,7 @@ class ClaimsMeta(pytest.Item):
             raise AssertionError("claims registry and test markers disagree:\n  " + "\n  ".join(self.problems))
 
     def reportinfo(self):
-        return self.path, None, f"claims registry meta-check ({len(self.problems)} problems)"
+        return self.path, 0, f"claims registry meta-check ({len(self.problems)} problems)"
 
     def repr_failure(self, excinfo):
         return str(excinfo.value)
@@ -76,6 +76,7 @@ def pytest_configure(config):
     except RegistryError as e:
         raise pytest.UsageError(str(e)) from None
     config._claim_results = {}
+    config.pluginmanager.register(_Recorder(config), f"claims-recorder-{id(config)}")
 
 
 def _full_collection(config) -> bool:
@@ -127,32 +128,29 @@ def pytest_collection_modifyitems(session, config, items):
     items.insert(0, meta)
 
 
-def pytest_runtest_logreport(report):
-    # Runs in the controller (and in a plain run); under xdist the worker's report arrives here.
-    config = _CONFIG.get("config")
-    if config is None or hasattr(config, "workerinput"):
-        return
-    res = config._claim_results.setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0, "props": {}})
-    res["seconds"] += getattr(report, "duration", 0.0)
-    for k, v in report.user_properties:
-        if k in ("evidence", "figure"):
-            res["props"].setdefault(k, [])
-            if v not in res["props"][k]:
-                res["props"][k].append(v)
-        else:
-            res["props"][k] = v
-    if report.failed:
-        res["outcome"] = "failed" if report.when == "call" else "error"
-    elif report.skipped and res["outcome"] == "passed":
-        res["outcome"] = "skipped"
+class _Recorder:
+    """Collects each test's outcome, duration and properties; one per config (pytester runs nest)."""
 
+    def __init__(self, config):
+        self.config = config
 
-_CONFIG: dict = {}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session):
-    _CONFIG["config"] = session.config
+    def pytest_runtest_logreport(self, report):
+        # Runs in the controller (and in a plain run); under xdist the worker's reports arrive here.
+        if hasattr(self.config, "workerinput"):
+            return
+        res = self.config._claim_results.setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0, "props": {}})
+        res["seconds"] += getattr(report, "duration", 0.0)
+        for k, v in report.user_properties:
+            if k in ("evidence", "figure"):
+                res["props"].setdefault(k, [])
+                if v not in res["props"][k]:
+                    res["props"][k].append(v)
+            else:
+                res["props"][k] = v
+        if report.failed:
+            res["outcome"] = "failed" if report.when == "call" else "error"
+        elif report.skipped and res["outcome"] == "passed":
+            res["outcome"] = "skipped"
 
 
 def _environment() -> dict:
@@ -214,7 +212,7 @@ def build_ledger(claims, results, notes_path: Path | None) -> dict:
 def resolve_notes(config) -> Path | None:
     given = config.getoption("notes")
     path = Path(given) if given else Path(config.rootpath) / DEFAULT_NOTES
-    return path if path.is_file() else None
+    return path.resolve() if path.is_file() else None
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -46,6 +46,25 @@ def test_printed_y_disagrees_with_the_convolution(record_property):
                     "(scipy.signal.convolve2d agrees); correlation without rotation gives [[3,2,3],[1,4,3],[3,3,3]]")
 
 
+@pytest.mark.claim("cnn.example-forward", role="refutes")
+def test_figure_of_the_worked_example(save_figure):
+    import matplotlib.pyplot as plt
+
+    y = _forward(X, K)
+    fig, axes = plt.subplots(1, 4, figsize=(11, 3))
+    for ax, (title, m) in zip(axes, [("X", X), ("K", K), ("Y as printed", Y_NOTES), ("Y = X * K (computed)", y)]):
+        ax.imshow(m.numpy(), cmap="Blues", vmin=0, vmax=max(4, m.max().item()))
+        for (i, j), v in np.ndenumerate(m.numpy()):
+            bad = title.startswith("Y") and Y_NOTES[i, j] != y[i, j]
+            ax.text(j, i, f"{v:g}", ha="center", va="center", color="red" if bad else "black",
+                    fontweight="bold" if bad else "normal")
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    assert (Y_NOTES != y).sum() == 1
+    save_figure(fig, "cnn-worked-example.png")
+
+
 @pytest.mark.claim("cnn.example-forward", role="corrects")
 def test_corrected_y():
     assert_close(_forward(X, K), torch.tensor([[3, 3, 3], [4, 2, 3], [2, 4, 3]], dtype=torch.float64))

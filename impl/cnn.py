@@ -52,7 +52,8 @@ def rot180(w: torch.Tensor) -> torch.Tensor:
     return torch.flip(w, dims=(-2, -1))
 
 
-def _check_conv_args(x, w, b):
+def _conv_geometry(x, w, b, stride, padding, dilation):
+    """Check a correlation's arguments; return (stride, padding, dilation) as pairs and (H', W')."""
     check_tensor(x, "x", ndim=4)
     check_tensor(w, "w", ndim=4)
     check_same(x, "x", w=w)
@@ -61,6 +62,10 @@ def _check_conv_args(x, w, b):
     if b is not None:
         check_tensor(b, "b", shape=(w.shape[0],))
         check_same(x, "x", b=b)
+    stride, padding = _pair(stride, "stride", min=1), _pair(padding, "padding", min=0)
+    dilation = _pair(dilation, "dilation", min=1)
+    out = tuple(conv_output_size(x.shape[2 + d], w.shape[2 + d], stride[d], padding[d], dilation[d]) for d in (0, 1))
+    return stride, padding, dilation, out
 
 
 def correlate2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, *,
@@ -70,12 +75,8 @@ def correlate2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
     x: (B, C_in, H, W), w: (C_out, C_in, kh, kw), b: (C_out,) -> (B, C_out, H', W') with H', W'
     from :func:`conv_output_size`. One matrix product over all patches (``F.unfold``).
     """
-    _check_conv_args(x, w, b)
-    stride, padding, dilation = _pair(stride, "stride", min=1), _pair(padding, "padding", min=0), \
-        _pair(dilation, "dilation", min=1)
+    stride, padding, dilation, (Ho, Wo) = _conv_geometry(x, w, b, stride, padding, dilation)
     (B, _, H, W), (O, _, kh, kw) = x.shape, w.shape
-    Ho = conv_output_size(H, kh, stride[0], padding[0], dilation[0])
-    Wo = conv_output_size(W, kw, stride[1], padding[1], dilation[1])
     cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C kh kw, L)
     out = w.reshape(O, -1) @ cols  # (B, O, L)
     if b is not None:
@@ -87,12 +88,8 @@ def correlate2d_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | No
                           stride=1, padding=0, dilation=1) -> torch.Tensor:
     """The plain sum of the notes' correlation formula, one kernel tap at a time (the reference
     that :func:`correlate2d` is tested against). Same shapes as :func:`correlate2d`."""
-    _check_conv_args(x, w, b)
-    stride, padding, dilation = _pair(stride, "stride", min=1), _pair(padding, "padding", min=0), \
-        _pair(dilation, "dilation", min=1)
+    stride, padding, dilation, (Ho, Wo) = _conv_geometry(x, w, b, stride, padding, dilation)
     (B, _, H, W), (O, _, kh, kw) = x.shape, w.shape
-    Ho = conv_output_size(H, kh, stride[0], padding[0], dilation[0])
-    Wo = conv_output_size(W, kw, stride[1], padding[1], dilation[1])
     xp = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
     out = x.new_zeros(B, O, Ho, Wo)
     for m in range(kh):

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from impl._checks import check_choice, check_float, check_int, check_same, check_tensor
+from impl._checks import check_float, check_int, check_same, check_tensor
 
 # SMPL's kinematic tree: parent of each of the 24 joints (root first, parent index < child index).
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
@@ -42,6 +42,14 @@ SMPL_JOINT_NAMES = (
 NUM_JOINTS = 24
 NUM_POSE_FEATURES = 9 * (NUM_JOINTS - 1)  # 207: (R_k - I) flattened for the 23 non-root joints
 SMPL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+
+
+def _check_index(t, name: str, shape=None) -> torch.Tensor:
+    """An integer index tensor (faces, parents, labels)."""
+    check_tensor(t, name, shape=shape, floating=False)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name}: expected an integer tensor, got dtype {t.dtype}")
+    return t
 
 
 def _check_parents(parents, name: str = "parents") -> tuple[int, ...]:
@@ -460,11 +468,11 @@ class BodyModel:
         check_tensor(self.J_regressor, "J_regressor", shape=(None, V))
         K = self.J_regressor.shape[0]
         check_tensor(self.weights, "weights", shape=(V, K))
-        check_tensor(self.parents, "parents", shape=(K,), floating=False)
+        _check_index(self.parents, "parents", shape=(K,))
         _check_parents(self.parents)
         if self.posedirs.shape[2] != 9 * (K - 1):
             raise ValueError(f"posedirs: expected 9 * (K - 1) = {9 * (K - 1)} pose features, got {self.posedirs.shape[2]}")
-        check_tensor(self.faces, "faces", shape=(None, 3), floating=False)
+        _check_index(self.faces, "faces", shape=(None, 3))
         check_same(v, "v_template", shapedirs=self.shapedirs, posedirs=self.posedirs,
                    J_regressor=self.J_regressor, weights=self.weights)
 
@@ -543,6 +551,8 @@ def smpl(model: BodyModel, betas: torch.Tensor, pose: torch.Tensor, transl: torc
     check_tensor(betas, "betas", shape=(None, model.num_betas))
     check_tensor(pose, "pose", shape=(betas.shape[0], K, 3))
     check_same(model.v_template, "model", betas=betas, pose=pose)
+    if not isinstance(pose_corrective, bool):
+        raise TypeError(f"pose_corrective: expected a bool, got {type(pose_corrective).__name__}")
     v_shaped = model.v_template + shape_correctives(model.shapedirs, betas)
     J = regress_joints(model.J_regressor, v_shaped)
     R = rodrigues(pose)
@@ -566,8 +576,12 @@ def smpl_joints(model: BodyModel, betas: torch.Tensor, pose: torch.Tensor) -> to
     check_tensor(pose, "pose", shape=(betas.shape[0], K, 3))
     J0 = model.J_regressor @ model.v_template
     JS = torch.einsum("kv,vcl->kcl", model.J_regressor, model.shapedirs)
+    return _posed_joints(J0, JS, tuple(model.parents.tolist()), betas, pose)
+
+
+def _posed_joints(J0, JS, parents, betas, pose):
     J = J0 + torch.einsum("kcl,bl->bkc", JS, betas)
-    return forward_kinematics(rodrigues(pose), J, model.parents)[1]
+    return forward_kinematics(rodrigues(pose), J, parents)[1]
 
 
 def save_smpl_npz(path, model: BodyModel) -> Path:
@@ -852,7 +866,7 @@ def mesh_volume(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     vertices: (B, V, 3); faces: (F, 3) long. Returns (B,).
     """
     check_tensor(vertices, "vertices", shape=(None, None, 3))
-    check_tensor(faces, "faces", shape=(None, 3), floating=False)
+    _check_index(faces, "faces", shape=(None, 3))
     a, b, c = (vertices[:, faces[:, i]] for i in range(3))
     return (a * torch.cross(b, c, dim=-1)).sum((-1, -2)) / 6
 
@@ -911,15 +925,48 @@ def reprojection_loss(model: BodyModel, betas: torch.Tensor, pose: torch.Tensor,
     return ((x - joints2d) ** 2).sum((-1, -2))
 
 
+def levenberg_marquardt(residual, params: torch.Tensor, targets: torch.Tensor, iterations: int
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise |residual(p, target)|^2 for each of B independent problems by Levenberg-Marquardt.
+
+    residual maps one problem's params (P,) and target to residuals (R,); params: (B, P) start;
+    targets: (B, ...). Jacobians by forward-mode autodiff, batched with vmap. Returns the params
+    (B, P) and the final costs (B,).
+    """
+    check_tensor(params, "params", ndim=2)
+    check_int(iterations, "iterations", min=1)
+    jac = torch.func.vmap(torch.func.jacfwd(residual))
+    res = torch.func.vmap(residual)
+    ft = dict(dtype=params.dtype, device=params.device)
+    lam = torch.full((params.shape[0], 1, 1), 1e-3, **ft)
+    eye = torch.eye(params.shape[1], **ft)
+    r = res(params, targets)
+    cost = (r * r).sum(1)
+    for _ in range(iterations):  # solver iterations, each batched over the problems
+        Jm = jac(params, targets)                                   # (B, R, P)
+        JtJ, Jtr = Jm.transpose(1, 2) @ Jm, Jm.transpose(1, 2) @ r[..., None]
+        damp = lam * (eye + torch.diag_embed(JtJ.diagonal(dim1=1, dim2=2)))
+        cand = params + torch.linalg.solve(JtJ + damp, -Jtr)[..., 0]
+        r_new = res(cand, targets)
+        cost_new = (r_new * r_new).sum(1)
+        better = cost_new < cost                                    # accept, or raise the damping
+        params = torch.where(better[:, None], cand, params)
+        r = torch.where(better[:, None], r_new, r)
+        cost = torch.where(better, cost_new, cost)
+        lam = torch.where(better[:, None, None], lam / 3, lam * 4).clamp(1e-12, 1e12)
+    return params, cost
+
+
 def fit_to_joints2d(model: BodyModel, joints2d: torch.Tensor, focal: float, center=(0.0, 0.0),
                     prior_weight: float = 1e-4, shape_weight: float = 1e-4, init_transl: torch.Tensor | None = None,
-                    init_pose: torch.Tensor | None = None, iterations: int = 200) -> dict:
-    """Optimisation-based fitting: argmin over beta, theta, camera translation of
+                    init_pose: torch.Tensor | None = None, iterations: int = 30) -> dict:
+    """Optimisation-based fitting: argmin over beta, theta and the camera translation of
     L_reproj + prior_weight |theta_body|^2 + shape_weight |beta|^2 (a Gaussian pose and shape prior).
 
-    joints2d: (B, K, 2) pixels. L-BFGS from ``init_pose`` (default the rest pose; set the root's
+    joints2d: (B, K, 2) image coordinates. Levenberg-Marquardt (damped Gauss-Newton on the stacked
+    residuals, Jacobians by torch.func) from ``init_pose`` (default the rest pose; set the root's
     global orientation to face the camera), beta = 0 and ``init_transl`` (default 3 m in front of
-    the camera). Returns dict(betas, pose, transl, loss, reproj).
+    the camera). Returns dict(betas, pose, transl, loss, reproj), each batched over B.
     """
     _check_model(model)
     K = model.J_regressor.shape[0]
@@ -928,35 +975,29 @@ def fit_to_joints2d(model: BodyModel, joints2d: torch.Tensor, focal: float, cent
     check_float(prior_weight, "prior_weight", min=0.0)
     check_float(shape_weight, "shape_weight", min=0.0)
     check_int(iterations, "iterations", min=1)
-    B = joints2d.shape[0]
+    B, S = joints2d.shape[0], model.num_betas
     ft = dict(dtype=joints2d.dtype, device=joints2d.device)
-    betas = torch.zeros(B, model.num_betas, **ft, requires_grad=True)
     if init_pose is None:
         init_pose = torch.zeros(B, K, 3, **ft)
-    check_tensor(init_pose, "init_pose", shape=(B, K, 3))
-    pose = init_pose.clone().requires_grad_(True)
     if init_transl is None:
         init_transl = torch.tensor([0.0, 0.0, 3.0], **ft).expand(B, 3)
+    check_tensor(init_pose, "init_pose", shape=(B, K, 3))
     check_tensor(init_transl, "init_transl", shape=(B, 3))
-    transl = init_transl.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([betas, pose, transl], lr=1, max_iter=iterations, tolerance_grad=1e-12,
-                            tolerance_change=1e-15, history_size=50, line_search_fn="strong_wolfe")
+    sp, sb = math.sqrt(prior_weight), math.sqrt(shape_weight)
+    J0 = model.J_regressor @ model.v_template
+    JS = torch.einsum("kv,vcl->kcl", model.J_regressor, model.shapedirs)
+    parents = tuple(model.parents.tolist())
 
-    def objective():
-        rep = reprojection_loss(model, betas, pose, transl, joints2d, focal, center)
-        return rep.sum() + prior_weight * (pose[:, 1:] ** 2).sum() + shape_weight * (betas ** 2).sum()
+    def residual(params, target):  # one body: params (S + 3K + 3,), target (K, 2)
+        betas, pose, transl = params[:S], params[S:S + 3 * K].view(K, 3), params[S + 3 * K:]
+        x = project(_posed_joints(J0, JS, parents, betas[None], pose[None]), focal, transl[None], center)[0]
+        return torch.cat([(x - target).flatten(), sp * pose[1:].flatten(), sb * betas])
 
-    def closure():
-        opt.zero_grad()
-        loss = objective()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        rep = reprojection_loss(model, betas, pose, transl, joints2d, focal, center)
-        loss = objective()
-    return dict(betas=betas.detach(), pose=pose.detach(), transl=transl.detach(), loss=loss, reproj=rep)
+    params = torch.cat([torch.zeros(B, S, **ft), init_pose.flatten(1), init_transl], 1)
+    params, cost = levenberg_marquardt(residual, params, joints2d, iterations)
+    betas, pose, transl = params[:, :S], params[:, S:S + 3 * K].view(B, K, 3), params[:, S + 3 * K:]
+    reproj = reprojection_loss(model, betas, pose, transl, joints2d, focal, center)
+    return dict(betas=betas, pose=pose, transl=transl, loss=cost, reproj=reproj)
 
 
 def learned_update_step(update_fn, pose: torch.Tensor, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -982,10 +1023,10 @@ def fit_shape_to_scan(model: BodyModel, scan: torch.Tensor) -> torch.Tensor:
     return shape_project(scan, model.v_template, model.shapedirs)
 
 
-def track_sequence(model: BodyModel, betas: torch.Tensor, frames: torch.Tensor, iterations: int = 50
+def track_sequence(model: BodyModel, betas: torch.Tensor, frames: torch.Tensor, iterations: int = 10
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Template-based capture: fit pose and translation to each frame's registered points (V, 3),
-    starting every frame from the previous frame's solution.
+    """Template-based capture: fit pose and translation to each frame's registered points (V, 3)
+    by Levenberg-Marquardt, starting every frame from the previous frame's solution.
 
     betas: (1, S) from the first frame; frames: (T, V, 3). Returns poses (T, K, 3), transl (T, 3).
     """
@@ -994,25 +1035,18 @@ def track_sequence(model: BodyModel, betas: torch.Tensor, frames: torch.Tensor, 
     check_tensor(frames, "frames", shape=(None, model.v_template.shape[0], 3))
     check_int(iterations, "iterations", min=1)
     K = model.J_regressor.shape[0]
-    pose = torch.zeros(1, K, 3, dtype=frames.dtype, device=frames.device)
-    transl = torch.zeros(1, 3, dtype=frames.dtype, device=frames.device)
-    poses, transls = [], []
+
+    def residual(params, target):  # params: pose (3K) and translation (3); target (V, 3)
+        v, _ = smpl(model, betas, params[:3 * K].view(1, K, 3), params[None, 3 * K:])
+        return (v[0] - target).flatten()
+
+    params = torch.zeros(1, 3 * K + 3, dtype=frames.dtype, device=frames.device)
+    out = []
     for t in range(frames.shape[0]):  # sequential by nature: each frame starts from the last
-        pose = pose.detach().clone().requires_grad_(True)
-        transl = transl.detach().clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([pose, transl], lr=1, max_iter=iterations, tolerance_grad=1e-12,
-                                tolerance_change=1e-15, history_size=30, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            v, _ = smpl(model, betas, pose, transl)
-            loss = ((v[0] - frames[t]) ** 2).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        poses.append(pose.detach()[0]), transls.append(transl.detach()[0])
-    return torch.stack(poses), torch.stack(transls)
+        params, _ = levenberg_marquardt(residual, params, frames[t:t + 1], iterations)
+        out.append(params[0])
+    out = torch.stack(out)
+    return out[:, :3 * K].view(-1, K, 3), out[:, 3 * K:]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -169,11 +169,16 @@ def sh_to_color(sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- opacity and compositing
 
 def _conic(covs2d):
-    """Inverse (a, b, c) of [[A, B], [B, C]] and a mask of non-degenerate covariances."""
-    a, b, c = covs2d[..., 0, 0], covs2d[..., 0, 1], covs2d[..., 1, 1]
+    """Inverse (a, b, c) of [[A, B], [B, C]] and a mask of non-degenerate covariances.
+
+    The matrix is scaled by max(|A|, |C|) first so that det does not underflow for tiny variances
+    (1e-30 in float32) nor overflow for huge ones."""
+    s = torch.maximum(covs2d[..., 0, 0].abs(), covs2d[..., 1, 1].abs())
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    a, b, c = covs2d[..., 0, 0] / s, covs2d[..., 0, 1] / s, covs2d[..., 1, 1] / s
     det = a * c - b * b
     ok = det > 0
-    det = torch.where(ok, det, torch.ones_like(det))
+    det = torch.where(ok, det, torch.ones_like(det)) * s
     return torch.stack([c / det, -b / det, a / det], -1), ok
 
 
@@ -506,8 +511,9 @@ def _check_mask(mask, n, params):
 # --------------------------------------------------------------------------- cameras
 
 def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
-    """World-to-camera (4, 4) for a camera at ``eye`` looking at ``target`` (+z forward, +y down
-    in the image, OpenCV). eye, target, up: (3,)."""
+    """World-to-camera (4, 4) for a camera at ``eye`` looking at ``target`` (camera +z forward, +y down
+    in the image, OpenCV); ``up`` is the world direction seen as up in the image (default -y, the
+    y-down OpenCV world). eye, target, up: (3,)."""
     check_tensor(eye, "eye", shape=(3,))
     check_tensor(target, "target", shape=(3,))
     check_same(eye, "eye", target=target)

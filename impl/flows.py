@@ -233,12 +233,15 @@ class Invertible1x1ConvLU(nn.Module):
     def s(self) -> torch.Tensor:
         return self.sign_s * self.log_abs_s.exp()
 
+    def factors(self):
+        """(P, L, U, s): the fixed permutation, unit lower triangular L, strictly upper U, s."""
+        eye = torch.eye(self.lower.shape[0], dtype=self.lower.dtype, device=self.lower.device)
+        return self.perm, self.lower * self.lower_mask + eye, self.upper * self.lower_mask.T, self.s
+
     def weight(self) -> torch.Tensor:
         """W = P L (U + diag(s)), (C, C)."""
-        eye = torch.eye(self.lower.shape[0], dtype=self.lower.dtype, device=self.lower.device)
-        lower = self.lower * self.lower_mask + eye
-        upper = self.upper * self.lower_mask.T + torch.diag(self.s)
-        return self.perm @ lower @ upper
+        p, lower, upper, s = self.factors()
+        return p @ lower @ (upper + torch.diag(s))
 
     def forward(self, x: torch.Tensor):
         y = conv1x1(x, self.weight())
@@ -391,6 +394,8 @@ def flow_forward(layers, x: torch.Tensor, cond: torch.Tensor | None = None):
     layers: sequence of modules with forward(x[, cond]) -> (y, logdet); x: (B, C[, H, W]).
     """
     _check_features(x, "x")
+    if not all(callable(layer) and hasattr(layer, "inverse") for layer in layers):
+        raise TypeError("layers: expected invertible layers (callables with an inverse method)")
     total = x.new_zeros(x.shape[0])
     for layer in layers:
         x, ld = layer(x, cond) if cond is not None else layer(x)
@@ -560,7 +565,12 @@ class Glow(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, height: int, width: int, *, generator: torch.Generator | None = None):
+        """Sample latents for every level from N(0, I) and return x = f(z), (n, C, height, width)."""
         check_int(n, "n", min=1)
+        for name, v in (("height", height), ("width", width)):
+            check_int(v, name, min=1)
+            if v % 2 ** self.levels:
+                raise ValueError(f"{name}: must be divisible by {2 ** self.levels}, got {v}")
         p = next(self.parameters())
         zs = [torch.randn(n, *s, generator=generator, dtype=p.dtype).to(p.device)
               for s in self.latent_shapes(height, width)]

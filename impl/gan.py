@@ -331,21 +331,27 @@ def fid(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tenso
 # ------------------------------------------------------------------------------------ GAN inversion
 
 def invert_generator(generator, x: torch.Tensor, z0: torch.Tensor, *, steps: int = 200,
-                     lr: float = 0.05) -> torch.Tensor:
-    """GAN inversion: z* = argmin_z ||G(z) - x||^2 by Adam from z0. x: (B, ...), z0: (B, Q).
-    The generator's parameters are not changed. Returns z* (B, Q), detached."""
+                     lr: float = 0.05, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """GAN inversion: z* = argmin_z ||m * (G(z) - x)||^2 by Adam from z0. x: (B, ...), z0: (B, Q);
+    mask m (broadcastable to x, 1 = known pixel) restricts the fit to known pixels, for
+    inpainting (default: all pixels). The generator's parameters are not changed.
+    Returns z* (B, Q), detached."""
     if not callable(generator):
         raise TypeError("generator: expected a callable")
     check_tensor(x, "x")
     check_tensor(z0, "z0", ndim=2)
     check_int(steps, "steps", min=1)
     check_float(lr, "lr", min=0.0, min_open=True)
+    if mask is None:
+        mask = torch.ones((), dtype=x.dtype, device=x.device)
+    check_tensor(mask, "mask")
+    check_same(x, "x", mask=mask)
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     for _ in range(steps):
-        loss = (generator(z) - x).pow(2).reshape(x.shape[0], -1).sum(1).sum()
-        opt.zero_grad()
-        loss.backward()
+        loss = (mask * (generator(z) - x)).pow(2).reshape(x.shape[0], -1).sum(1).sum()
+        # Gradient w.r.t. z only: the generator's parameters get no .grad.
+        (z.grad,) = torch.autograd.grad(loss, z)
         opt.step()
     return z.detach()
 

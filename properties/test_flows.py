@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -234,7 +233,8 @@ def test_stacking_logdet_at_x_is_wrong(record_property):
 def test_stacking_logdet_at_intermediate_points(seed):
     layers = _two_couplings(seed % 1000)
     x = randn(16, 2, seed=seed) * 2
-    _, logdet = flows.flow_forward(layers, x)
+    z, logdet = flows.flow_forward(layers, x)
+    torch.testing.assert_close(flows.flow_inverse(layers, z), x, **tol(F64))
     truth = jac_logdet(lambda v: flows.flow_forward(layers, v)[0], x)
     torch.testing.assert_close(logdet, truth, **tol(F64))
     # And the density: log p_z(h_0) + sum of the log-dets at h_k.
@@ -313,13 +313,14 @@ def test_actnorm_first_batch_standardised_like_batchnorm():
     y, _ = layer(x)
     torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(3, dtype=F64), rtol=0, atol=1e-10)
     torch.testing.assert_close(y.var(dim=(0, 2, 3), unbiased=False), torch.ones(3, dtype=F64), rtol=1e-9, atol=0)
-    bn = nn.BatchNorm2d(3, eps=0, affine=False).double().train()
+    bn = nn.BatchNorm2d(3, eps=1e-12, affine=False).double().train()
     torch.testing.assert_close(y, bn(x), rtol=1e-9, atol=1e-9)
     # Afterwards a fixed affine map: a second batch with other statistics is not standardised,
     # where batchnorm (training mode) would standardise it again.
     x2 = x * 3 + 1
     y2, _ = layer(x2)
-    torch.testing.assert_close(y2, 3 * y + layer.scale.view(1, 3, 1, 1), **tol(F64))
+    s, b = layer.scale.view(1, 3, 1, 1), layer.bias.view(1, 3, 1, 1)
+    torch.testing.assert_close(y2, 3 * y + s - 2 * b, **tol(F64))   # s (3x + 1) + b
     assert not torch.allclose(y2, bn(x2))
 
 
@@ -369,7 +370,7 @@ def test_conv1x1_init_is_rotation(seed, c):
     torch.testing.assert_close(w.T @ w, torch.eye(c, dtype=F64), rtol=0, atol=1e-12)
     torch.testing.assert_close(torch.linalg.det(w), torch.tensor(1.0, dtype=F64), rtol=0, atol=1e-10)
     layer = flows.Invertible1x1Conv(c, generator=generator(seed))
-    assert abs(float(torch.linalg.det(layer.weight.double())) - 1) < 1e-5  # float32 storage
+    assert abs(float(torch.linalg.det(layer.weight.detach().double())) - 1) < 1e-5  # float32 storage
 
 
 @pytest.mark.claim("flows.conv1x1-logdet")
@@ -400,16 +401,23 @@ def test_lu_parametrisation_structure_and_fixed_permutation():
     assert all(p is not layer.perm for p in layer.parameters())
     opt = torch.optim.SGD(layer.parameters(), lr=0.1)
     x = randn(4, 5, 3, 3, seed=2)
-    loss = (layer(x)[0] ** 3).sum() + layer(x)[1].sum()
+    loss = (layer(x)[0] * torch.linspace(-1, 1, 5, dtype=F64).view(1, 5, 1, 1)).pow(2).mean() - layer(x)[1].mean()
     loss.backward()
     opt.step()
     torch.testing.assert_close(layer.perm, perm0, rtol=0, atol=0)     # P stays fixed
-    w = layer.weight()
-    # Independent factorisation of the trained W: same P, unit-lower L, upper with diagonal s.
-    p, lower, upper = torch.linalg.lu(w)
-    torch.testing.assert_close(p, layer.perm, rtol=0, atol=0)
-    torch.testing.assert_close(torch.diagonal(upper), layer.s, rtol=1e-9, atol=1e-12)
+    p, lower, upper, s = layer.factors()
+    # The trained factors keep their structure (gradients reach the masked entries of the raw
+    # parameters, the masks keep them out of W).
+    torch.testing.assert_close(lower, torch.tril(lower), rtol=0, atol=0)
     torch.testing.assert_close(torch.diagonal(lower), torch.ones(5, dtype=F64), rtol=0, atol=0)
+    torch.testing.assert_close(upper, torch.triu(upper, 1), rtol=0, atol=0)
+    torch.testing.assert_close(p @ p.T, torch.eye(5, dtype=F64), rtol=0, atol=0)
+    torch.testing.assert_close(layer.weight(), p @ lower @ (upper + torch.diag(s)), **tol(F64))
+    # Any invertible W has such a factorisation: torch.linalg.lu gives P, unit-lower L and an
+    # upper factor whose diagonal is s.
+    a = randn(5, 5, seed=9)
+    pa, la, ua = torch.linalg.lu(a)
+    torch.testing.assert_close(pa @ la @ (torch.triu(ua, 1) + torch.diag(torch.diagonal(ua))), a, **tol(F64))
     y, _ = layer(x)
     torch.testing.assert_close(layer.inverse(y), x, **tol(F64))
 
@@ -720,6 +728,8 @@ def test_bad_inputs_are_rejected():
         (lambda: flows.Glow(1, levels=2)(torch.randn(1, 1, 6, 6)), ValueError, "x"),
         (lambda: flows.Glow(1, levels=2).inverse([torch.randn(1, 2, 2, 2)]), ValueError, "zs"),
         (lambda: flows.Flow(2, steps=0), ValueError, "steps"),
+        (lambda: flows.Glow(1, levels=2).sample(2, 6, 8), ValueError, "height"),
+        (lambda: flows.flow_forward([nn.ReLU()], x), TypeError, "layers"),
         (lambda: flows.Flow(2).sample(0), ValueError, "n"),
         (lambda: flows.train_flow(flows.Flow(2), torch.randn(4, 2), steps=0), ValueError, "steps"),
         (lambda: flows.train_flow(flows.Flow(2), torch.randn(4, 2), lr=-1.0), ValueError, "lr"),

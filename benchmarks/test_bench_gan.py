@@ -1,0 +1,49 @@
+"""GANs: FID from 2048-dimensional feature statistics (512 in quick mode), our two symmetric
+eigendecompositions against the usual scipy.linalg.sqrtm of S1 S2."""
+
+import functools
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from impl import gan
+
+
+@pytest.fixture
+def stats(quick):
+    return _stats(512 if quick else 2048)
+
+
+@functools.lru_cache(maxsize=None)
+def _stats(d):
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for shift in (0.0, 0.3):
+        a = torch.randn(d, d, generator=g, dtype=torch.float64) / d ** 0.5
+        out += [torch.full((d,), shift, dtype=torch.float64), a @ a.T + 0.1 * torch.eye(d, dtype=torch.float64)]
+    return out
+
+
+def fid_scipy(mu1, s1, mu2, s2):
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean.real))
+
+
+def _run(benchmark, quick, fn, *args, role):
+    benchmark.group = "gan.fid"
+    benchmark.extra_info["role"] = role
+    benchmark.extra_info["size"] = int(args[0].shape[0])
+    if quick:
+        benchmark.pedantic(fn, args=args, rounds=3, iterations=1, warmup_rounds=0)
+    else:
+        benchmark.pedantic(fn, args=args, rounds=5, iterations=1, warmup_rounds=1)
+
+
+def test_fid_scipy_sqrtm(benchmark, quick, stats):
+    _run(benchmark, quick, fid_scipy, *[t.numpy() for t in stats], role="reference")
+
+
+def test_fid_eigh(benchmark, quick, stats):
+    _run(benchmark, quick, gan.frechet_distance, *stats, role="kernel")

@@ -1,0 +1,727 @@
+"""GANs: value function, optimal discriminator, Jensen-Shannon divergence, saturation, mode
+collapse and unrolling, FID, DCGAN rules, WGAN-GP, inversion, AdaIN, Pix2Pix and CycleGAN."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.optimize
+import scipy.spatial.distance
+import scipy.stats
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from impl import gan
+from spec.testing import generator, randn, seeds, tol
+
+F64 = torch.float64
+LOG4 = math.log(4.0)
+
+
+def dirichlet(k, seed, n=None):
+    g = generator(seed)
+    shape = (k,) if n is None else (n, k)
+    e = -torch.log(torch.rand(shape, generator=g, dtype=F64))
+    return e / e.sum(-1, keepdim=True)
+
+
+# -------------------------------------------------------------------------- likelihood as a metric
+
+@pytest.mark.claim("gan.likelihood-noise-mixture")
+@given(seed=seeds())
+@settings(max_examples=3)
+def test_noise_mixture_loses_at_most_log_100(seed):
+    d = 3072   # a 32x32x3 image
+    x = randn(16, d, seed=seed) * 0.5
+    good = torch.distributions.Normal(0.0, 0.5).log_prob(x).sum(1)
+    noise = torch.distributions.Normal(0.0, 10.0).log_prob(x).sum(1)   # broad "noise" model
+    mixture = torch.logsumexp(torch.stack([good + math.log(0.01), noise + math.log(0.99)]), 0)
+    assert (mixture >= good - math.log(100) - 1e-9).all()
+    assert ((good - mixture) / d <= math.log(100) / d + 1e-12).all()   # <= 0.0015 nats per dim
+
+
+@pytest.mark.claim("gan.likelihood-memorisation")
+def test_memorising_kde_has_perfect_samples_and_vanishing_test_likelihood(record_property):
+    train, test = randn(200, 2, seed=1), randn(200, 2, seed=2)
+
+    def kde_log_lik(x, h):
+        d2 = torch.cdist(x, train).pow(2)
+        return (torch.logsumexp(-d2 / (2 * h * h), 1) - math.log(train.shape[0]) - math.log(2 * math.pi * h * h)).mean()
+    hs = [0.3, 0.1, 0.03, 0.01, 0.001]
+    test_ll = [float(kde_log_lik(test, h)) for h in hs]
+    train_ll = [float(kde_log_lik(train, h)) for h in hs]
+    record_property("evidence", f"bandwidths {hs}: held-out log-lik {[round(v, 1) for v in test_ll]}, "
+                                f"training log-lik {[round(v, 1) for v in train_ll]}")
+    assert all(a > b for a, b in zip(test_ll[1:], test_ll[2:]))       # -> -inf as h -> 0
+    assert test_ll[-1] < -1000 and train_ll[-1] > train_ll[0]
+    # Samples of the memorising model: a training point plus h-noise: indistinguishable from data.
+    g = generator(3)
+    idx = torch.randint(0, 200, (50,), generator=g)
+    samples = train[idx] + 0.001 * torch.randn(50, 2, generator=g, dtype=F64)
+    assert torch.cdist(samples, train).min(1).values.max() < 0.01
+
+
+# ------------------------------------------------------------------------ generator, discriminator
+
+@pytest.mark.claim("gan.generator-discriminator")
+def test_generator_and_discriminator_signatures(device):
+    torch.manual_seed(0)
+    g = gan.DCGANGenerator(nz=8, features=4, channels=1, ups=2).to(device)
+    d = gan.DCGANDiscriminator(features=4, channels=1, downs=2).to(device)
+    z = torch.randn(5, 8, device=device)
+    fake = g(z)
+    assert fake.shape == (5, 1, 16, 16) and fake.device == z.device
+    real = torch.randn(7, 1, 16, 16, device=device) * 100
+    for batch in (fake, real):                 # D receives both
+        p = torch.sigmoid(d(batch))
+        assert p.shape == (batch.shape[0],) and ((p >= 0) & (p <= 1)).all()
+
+
+@pytest.mark.claim("gan.k-step-training")
+def test_k_discriminator_steps_per_generator_step():
+    torch.manual_seed(1)
+    g_net, d_net = nn.Linear(2, 1), nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Linear(8, 1))
+    seen = []
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    handle = register_optimizer_step_post_hook(
+        lambda opt, args, kwargs: seen.append("D" if opt.param_groups[0]["params"][0] is next(d_net.parameters()) else "G"))
+    try:
+        gan.train_gan(g_net, d_net, lambda: torch.randn(16, 1), lambda: torch.randn(16, 2), steps=3, k=4)
+    finally:
+        handle.remove()
+    assert "".join(seen) == "DDDDG" * 3
+
+
+@pytest.mark.slow
+@pytest.mark.claim("gan.k-step-training")
+def test_gan_learns_1d_gaussian(record_property):
+    torch.manual_seed(0)
+    g_net = nn.Linear(1, 1)
+    d_net = nn.Sequential(nn.Linear(1, 32), nn.LeakyReLU(0.2), nn.Linear(32, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1))
+    gen = generator(0)
+    data = lambda: 3.0 + 0.5 * torch.randn(128, 1, generator=gen)   # noqa: E731
+    noise = lambda: torch.randn(128, 1, generator=gen)               # noqa: E731
+    gan.train_gan(g_net, d_net, data, noise, steps=1500, k=2, lr=5e-3)
+    with torch.no_grad():
+        x = g_net(torch.randn(20000, 1, generator=gen))
+    m, s = float(x.mean()), float(x.std())
+    record_property("evidence", f"generated mean {m:.3f} (data 3.0), std {s:.3f} (data 0.5)")
+    # Seeds 0-2 all land within 0.015 of the mean and 0.012 of the std; a 10x margin.
+    assert abs(m - 3.0) < 0.15 and abs(s - 0.5) < 0.1
+
+
+@pytest.mark.claim("gan.minmax-hard")
+def test_simultaneous_gradient_descent_ascent_diverges_on_dirac_gan(record_property):
+    theta = torch.tensor(1.0, dtype=F64, requires_grad=True)   # G: point mass at theta
+    psi = torch.tensor(0.0, dtype=F64, requires_grad=True)     # D(x) = sigmoid(psi x); data at 0
+    norms = []
+    for _ in range(1500):
+        v = gan.value_function((psi * 0.0).reshape(1), (psi * theta).reshape(1))
+        g_theta, g_psi = torch.autograd.grad(v, [theta, psi])
+        with torch.no_grad():
+            theta -= 0.1 * g_theta     # G descends
+            psi += 0.1 * g_psi         # D ascends
+        norms.append(float(torch.hypot(theta, psi).detach()))
+    record_property("evidence", f"||(theta, psi)|| from 1.0 to {norms[-1]:.2f} after 1500 steps (equilibrium at 0)")
+    assert norms[-1] > 2.0 and norms[-1] > max(norms[:100])
+
+
+# ---------------------------------------------------------------------------------- value function
+
+@pytest.mark.claim("gan.value-function")
+def test_value_function_is_minus_bce(device, dtype):
+    a_real = randn(50, seed=1, dtype=dtype, device=device) * 3
+    a_fake = randn(40, seed=2, dtype=dtype, device=device) * 3
+    v = gan.value_function(a_real, a_fake)
+    bce = F.binary_cross_entropy_with_logits(a_real, torch.ones_like(a_real)) + \
+        F.binary_cross_entropy_with_logits(a_fake, torch.zeros_like(a_fake))
+    torch.testing.assert_close(v, -bce, **tol(dtype))
+    torch.testing.assert_close(v, gan.value_function_probs(torch.sigmoid(a_real), torch.sigmoid(a_fake)), **tol(dtype))
+    torch.testing.assert_close(gan.discriminator_loss(a_real, a_fake), bce, **tol(dtype))
+
+
+@pytest.mark.claim("gan.value-function")
+def test_value_function_finite_for_extreme_logits():
+    a = torch.tensor([-1e4, 1e4, 0.0], dtype=torch.float32)
+    v = gan.value_function(a, a)
+    assert torch.isfinite(v)
+    torch.testing.assert_close(v, torch.tensor((-1e4 + 0 - math.log(2)) / 3 + (0 - 1e4 - math.log(2)) / 3))
+    for kind in ("saturating", "non-saturating"):
+        assert torch.isfinite(gan.generator_loss(a, kind))
+
+
+# --------------------------------------------------------------------------- optimal discriminator
+
+@pytest.mark.claim("gan.optimal-discriminator")
+@given(seed=seeds(), k=st.integers(2, 8))
+@settings(max_examples=10)
+def test_optimal_discriminator_maximises_v(seed, k):
+    p_d, p_m = dirichlet(k, seed), dirichlet(k, seed + 1)
+    d_star = gan.optimal_discriminator(p_d, p_m)
+    v_star = gan.value_function_densities(p_d, p_m, d_star)
+    perturbed = torch.sigmoid(torch.logit(d_star) + 0.3 * randn(100, k, seed=seed))
+    assert (gan.value_function_densities(p_d.expand(100, k), p_m.expand(100, k), perturbed) < v_star).all()
+    # An independent optimiser on the logits finds nothing better.
+    pd, pm = p_d.numpy(), p_m.numpy()
+
+    def neg_v(a):
+        return -(pd * -np.logaddexp(0, -a) + pm * -np.logaddexp(0, a)).sum()
+    res = scipy.optimize.minimize(neg_v, np.zeros(k), method="BFGS", options={"gtol": 1e-10})
+    assert -res.fun <= float(v_star) + 1e-10
+    np.testing.assert_allclose(1 / (1 + np.exp(-res.x)), d_star.numpy(), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- Jensen-Shannon
+
+def js_as_written(p, q):
+    m = 0.5 * (p + q)
+    return 0.5 * gan.kl_divergence(p, m) + 0.5 * gan.kl_divergence(p, m)
+
+
+@pytest.mark.claim("gan.js-divergence", role="refutes")
+def test_js_as_written_is_not_symmetric(record_property):
+    p = torch.tensor([0.9, 0.1], dtype=F64)
+    q = torch.tensor([0.2, 0.8], dtype=F64)
+    a, b = float(js_as_written(p, q)), float(js_as_written(q, p))
+    ref = scipy.spatial.distance.jensenshannon(p.numpy(), q.numpy()) ** 2
+    record_property("evidence", f"p = (0.9, 0.1), q = (0.2, 0.8): as written JS(p||q) = {a:.4f}, "
+                                f"JS(q||p) = {b:.4f}; true JS = {ref:.4f}")
+    assert abs(a - b) > 1e-2 and abs(a - ref) > 1e-2
+
+
+@pytest.mark.claim("gan.js-divergence", role="corrects")
+@given(seed=seeds(), k=st.integers(2, 8))
+@settings(max_examples=15)
+def test_js_corrected_properties(seed, k):
+    p, q = dirichlet(k, seed), dirichlet(k, seed + 7)
+    js = gan.js_divergence(p, q)
+    ref = scipy.spatial.distance.jensenshannon(p.numpy(), q.numpy()) ** 2   # natural log by default
+    np.testing.assert_allclose(float(js), ref, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(js, gan.js_divergence(q, p), **tol(F64))
+    assert 0 < float(js) <= math.log(2)
+    torch.testing.assert_close(gan.js_divergence(p, p), torch.tensor(0.0, dtype=F64), rtol=0, atol=1e-15)
+
+
+@pytest.mark.claim("gan.js-divergence", role="corrects")
+def test_js_disjoint_supports_is_log2():
+    p = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=F64)
+    q = torch.tensor([0.0, 0.0, 0.3, 0.7], dtype=F64)
+    torch.testing.assert_close(gan.js_divergence(p, q), torch.tensor(math.log(2), dtype=F64), **tol(F64))
+
+
+@pytest.mark.claim("gan.global-minimum")
+@given(seed=seeds(), k=st.integers(2, 8))
+@settings(max_examples=15)
+def test_value_at_optimal_discriminator_is_minus_log4_plus_2js(seed, k):
+    p_d, p_m = dirichlet(k, seed), dirichlet(k, seed + 3)
+    v = gan.value_function_densities(p_d, p_m, gan.optimal_discriminator(p_d, p_m))
+    torch.testing.assert_close(v, -LOG4 + 2 * gan.js_divergence(p_d, p_m), **tol(F64))
+    assert float(v) > -LOG4
+    v_eq = gan.value_function_densities(p_d, p_d, gan.optimal_discriminator(p_d, p_d))
+    torch.testing.assert_close(v_eq, torch.tensor(-LOG4, dtype=F64), **tol(F64))
+    torch.testing.assert_close(gan.optimal_discriminator(p_d, p_d), torch.full_like(p_d, 0.5), rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- convergence argument
+
+@pytest.mark.claim("gan.convergence-argument", role="refutes")
+def test_log_minus_d_is_undefined(record_property):
+    d = torch.tensor([1e-3, 0.5, 0.999], dtype=F64)
+    as_written = torch.log(-d)
+    record_property("evidence", f"log(-D) at D = {d.tolist()}: {as_written.tolist()}")
+    assert torch.isnan(as_written).all()
+
+
+@pytest.mark.claim("gan.convergence-argument", role="corrects")
+def test_sup_v_convex_in_pm_and_descent_converges(record_property):
+    k = 6
+    p_d = dirichlet(k, 1)
+
+    def c(p_m):
+        return gan.value_function_densities(p_d.expand_as(p_m), p_m, gan.optimal_discriminator(p_d.expand_as(p_m), p_m))
+    a, b = dirichlet(k, 2, n=200), dirichlet(k, 3, n=200)
+    lam = torch.rand(200, 1, generator=generator(4), dtype=F64)
+    assert (c(lam * a + (1 - lam) * b) <= lam[:, 0] * c(a) + (1 - lam[:, 0]) * c(b) + 1e-12).all()
+    # At fixed D the p_m-dependent part of V is int p_m log(1 - D): its functional gradient.
+    p_m = dirichlet(k, 5).requires_grad_(True)
+    d = torch.sigmoid(randn(k, seed=6))
+    (grad,) = torch.autograd.grad(gan.value_function_densities(p_d, p_m, d), p_m)
+    torch.testing.assert_close(grad, torch.log1p(-d), **tol(F64))
+    # Descent on p_m (mirror descent on the simplex) with D = D* at every step reaches p_d.
+    logits = torch.zeros(k, dtype=F64)
+    for _ in range(300):
+        p_m = torch.softmax(logits, 0)
+        d_star = gan.optimal_discriminator(p_d, p_m)
+        logits = logits - 1.0 * torch.log1p(-d_star)   # functional gradient of V at fixed D*
+    js = float(gan.js_divergence(p_d, torch.softmax(logits, 0)))
+    record_property("evidence", f"JS(p_d || p_m) after 300 steps: {js:.2e}")
+    assert js < 1e-8
+
+
+# ---------------------------------------------------------------------------------------- saturation
+
+def generator_logit_grad(d_fake: torch.Tensor, kind: str) -> torch.Tensor:
+    a = torch.logit(d_fake).requires_grad_(True)
+    (g,) = torch.autograd.grad(gan.generator_loss(a, kind) * a.numel(), a)
+    return g
+
+
+@pytest.mark.claim("gan.saturation")
+def test_saturating_loss_gradient_vanishes_when_d_is_strong(save_figure, record_property):
+    import matplotlib.pyplot as plt
+    d = torch.logspace(-6, math.log10(0.999), 200, dtype=F64)
+    g_sat = generator_logit_grad(d, "saturating")
+    g_ns = generator_logit_grad(d, "non-saturating")
+    torch.testing.assert_close(g_sat, -d, **tol(F64))          # d log(1 - sigmoid a)/da = -D
+    torch.testing.assert_close(g_ns, -(1 - d), **tol(F64))     # d -log sigmoid(a)/da = -(1 - D)
+    # Through a whole generator: G(z) = w z, D(x) = sigmoid(c x): |dL/dw| shrinks with D(G(z)).
+    w = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    z = torch.tensor([1.0], dtype=F64)
+    grads = []
+    for c in (-2.0, -8.0, -16.0):
+        (gw,) = torch.autograd.grad(gan.generator_loss(c * w * z, "saturating"), w)
+        grads.append(abs(float(gw)))
+    record_property("evidence", f"|dL_sat/dw| = {grads} as D(G(z)) = {[float(torch.sigmoid(torch.tensor(c))) for c in (-2.0, -8.0, -16.0)]}")
+    assert grads[0] > grads[1] > grads[2] and grads[2] < 1e-5
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.loglog(d.numpy(), g_sat.abs().numpy(), label="saturating: min log(1 - D(G(z)))")
+    ax.loglog(d.numpy(), g_ns.abs().numpy(), label="non-saturating: max log D(G(z))")
+    ax.set_xlabel("D(G(z))")
+    ax.set_ylabel("|dL / d logit|")
+    ax.legend(fontsize=8)
+    ax.set_title("generator gradient magnitude")
+    save_figure(fig, "gan-generator-gradients.png")
+
+
+@pytest.mark.claim("gan.saturation-log-derivative", role="refutes")
+def test_log_derivative_is_not_small(record_property):
+    d = torch.tensor([1e-2, 1e-4, 1e-6], dtype=F64, requires_grad=True)
+    (g,) = torch.autograd.grad(torch.log(1 - d).sum(), d)
+    # log'(u) at u = 1 - D: magnitude 1/(1 - D) ~ 1.
+    record_property("evidence", f"|log'(1 - D)| at D = {d.tolist()}: {g.abs().tolist()}")
+    assert (g.abs() > 1.0).all()
+
+
+@pytest.mark.claim("gan.saturation-log-derivative", role="corrects")
+def test_logit_derivative_is_small():
+    d = torch.tensor([1e-2, 1e-4, 1e-6], dtype=F64)
+    g = generator_logit_grad(d, "saturating")
+    torch.testing.assert_close(g, -d, **tol(F64))
+    torch.testing.assert_close(1 / (1 - d), torch.ones_like(d), rtol=0, atol=1.1e-2)
+
+
+@pytest.mark.claim("gan.non-saturating")
+def test_non_saturating_gradient_stays_large_and_same_direction():
+    d = torch.tensor([1e-6, 1e-3, 0.3, 0.9], dtype=F64)
+    g_ns, g_sat = generator_logit_grad(d, "non-saturating"), generator_logit_grad(d, "saturating")
+    assert (g_ns.abs()[:2] > 0.99).all() and (g_sat.abs()[:2] < 1e-2).all()
+    assert (torch.sign(g_ns) == torch.sign(g_sat)).all()   # both increase D(G(z)) under descent
+
+
+# ------------------------------------------------------------------------------------ mode collapse
+
+@pytest.mark.claim("gan.mode-collapse")
+@given(seed=seeds(), k=st.integers(2, 10))
+@settings(max_examples=10)
+def test_best_response_to_fixed_d_is_point_mass(seed, k):
+    d = torch.sigmoid(randn(k, seed=seed) * 2).numpy()
+    for loss in (np.log1p(-d), -np.log(d)):           # saturating and non-saturating
+        res = scipy.optimize.linprog(loss, A_eq=np.ones((1, k)), b_eq=[1.0], bounds=[(0, 1)] * k, method="highs")
+        assert res.status == 0
+        assert np.isclose(res.x.max(), 1.0) and int(res.x.argmax()) == int(d.argmax())
+
+
+# ---------------------------------------------------------------------------------------- unrolling
+
+def dirac_d_step(theta, psi, lr):
+    """One gradient-ascent step of D(x) = sigmoid(psi x) on V for data at 0 and G at theta."""
+    v = gan.value_function((psi * 0.0).reshape(1), (psi * theta).reshape(1))
+    (g,) = torch.autograd.grad(v, psi, create_graph=True)
+    return psi + lr * g
+
+
+class Dirac(nn.Module):
+    def __init__(self, theta):
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor([[theta]], dtype=F64))
+
+    def forward(self, z):
+        return self.theta.expand(z.shape[0], 1)
+
+
+class Logistic(nn.Module):
+    def __init__(self, psi):
+        super().__init__()
+        self.psi = nn.Parameter(torch.tensor([psi], dtype=F64))
+
+    def forward(self, x):
+        return x[:, 0] * self.psi
+
+
+@pytest.mark.claim("gan.unrolling", role="refutes")
+def test_previous_discriminators_miss_the_unrolled_gradient(record_property):
+    lr, k, theta0, psi0 = 0.5, 3, 0.8, 0.4
+    # "k previous D": the generator's gradient averaged over the last k discriminators.
+    theta = torch.tensor(theta0, dtype=F64, requires_grad=True)
+    psis = [torch.tensor(psi0 - 0.1 * i, dtype=F64) for i in range(k)]
+    prev = sum(torch.autograd.grad(gan.generator_loss((p * theta).reshape(1)), theta)[0] for p in psis) / k
+    # Unrolled GAN: the loss against D after k future steps, differentiated through them.
+    g, d = Dirac(theta0), Logistic(psi0)
+    loss = gan.unrolled_generator_loss(g, d, torch.zeros(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64), k=k, lr=lr)
+    (unrolled,) = torch.autograd.grad(loss, g.theta)
+    record_property("evidence", f"dL/dtheta with {k} previous D: {float(prev):.4f}; "
+                                f"unrolled {k} steps ahead: {float(unrolled):.4f}")
+    assert abs(float(prev) - float(unrolled)) > 1e-2
+
+
+@pytest.mark.claim("gan.unrolling", role="corrects")
+@pytest.mark.parametrize("k", [0, 1, 4])
+def test_unrolled_gradient_differentiates_through_future_d(k):
+    lr, theta0, psi0 = 0.5, 0.8, 0.4
+
+    def unrolled_objective(theta):
+        psi = torch.tensor(psi0, dtype=F64, requires_grad=True)
+        p = psi
+        for _ in range(k):
+            p = dirac_d_step(theta, p, lr)
+        return gan.generator_loss((p * theta).reshape(1))
+    g, d = Dirac(theta0), Logistic(psi0)
+    loss = gan.unrolled_generator_loss(g, d, torch.zeros(2, 1, dtype=F64), torch.zeros(2, 1, dtype=F64), k=k, lr=lr)
+    (grad,) = torch.autograd.grad(loss, g.theta)
+    th = torch.tensor(theta0, dtype=F64, requires_grad=True)
+    torch.testing.assert_close(loss, unrolled_objective(th), **tol(F64))
+    h = 1e-6
+    fd = (unrolled_objective(torch.tensor(theta0 + h, dtype=F64, requires_grad=True))
+          - unrolled_objective(torch.tensor(theta0 - h, dtype=F64, requires_grad=True))) / (2 * h)
+    torch.testing.assert_close(grad.reshape(()), fd.detach(), rtol=1e-6, atol=1e-8)
+    assert d.psi.item() == psi0        # the real D is not modified by the look-ahead
+
+
+# --------------------------------------------------------------------------- likelihood intractable
+
+@pytest.mark.claim("gan.likelihood-intractable")
+def test_generator_output_lies_on_low_dimensional_set(record_property):
+    torch.manual_seed(2)
+    g = gan.DCGANGenerator(nz=4, features=4, channels=1, ups=2).double().eval()
+    z = randn(4, seed=1)
+    jac = torch.func.jacfwd(lambda v: g(v[None])[0].reshape(-1))(z)       # (256, 4)
+    sv = torch.linalg.svdvals(jac)
+    assert jac.shape == (256, 4) and torch.linalg.matrix_rank(jac) <= 4
+    # Volume element of the image in R^256: product of all 256 singular values, 252 of them 0.
+    record_property("evidence", f"Jacobian of G: 256 x 4, rank {int(torch.linalg.matrix_rank(jac))} < 256: "
+                                f"p_m is singular, log-likelihood undefined")
+    assert sv.numel() == 4
+
+
+# ------------------------------------------------------------------------------------------- FID
+
+def fid_scipy(mu1, s1, mu2, s2):
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean.real))
+
+
+@pytest.mark.claim("gan.fid")
+@given(seed=seeds(), d=st.integers(1, 12))
+@settings(max_examples=10)
+def test_fid_matches_scipy_sqrtm(seed, d):
+    a = randn(40, d, seed=seed) @ randn(d, d, seed=seed + 1)
+    b = randn(30, d, seed=seed + 2) * 2 + 1
+    ours = float(gan.fid(a, b))
+    mu1, s1 = a.mean(0).numpy(), np.cov(a.numpy(), rowvar=False).reshape(d, d)
+    mu2, s2 = b.mean(0).numpy(), np.cov(b.numpy(), rowvar=False).reshape(d, d)
+    np.testing.assert_allclose(ours, fid_scipy(mu1, s1, mu2, s2), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(ours, float(gan.fid(b, a)), rtol=1e-9, atol=1e-9)
+    assert ours >= 0
+    assert abs(float(gan.fid(a, a))) < 1e-8 * max(1.0, float(a.var(0).sum()))
+
+
+@pytest.mark.claim("gan.fid")
+def test_fid_matches_scipy_in_256_dimensions(record_property):
+    a = randn(600, 256, seed=1) @ (randn(256, 256, seed=2) / 16)
+    b = randn(500, 256, seed=3) * 1.2 + 0.1
+    ours = float(gan.fid(a, b))
+    ref = fid_scipy(a.mean(0).numpy(), np.cov(a.numpy(), rowvar=False), b.mean(0).numpy(), np.cov(b.numpy(), rowvar=False))
+    record_property("evidence", f"D = 256: FID {ours:.10f} vs scipy.linalg.sqrtm {ref:.10f}")
+    np.testing.assert_allclose(ours, ref, rtol=1e-8)
+
+
+@pytest.mark.claim("gan.fid")
+def test_fid_closed_form_for_diagonal_gaussians(device, dtype):
+    mu1 = torch.tensor([0.0, 1.0, 2.0], dtype=dtype, device=device)
+    mu2 = torch.tensor([1.0, 1.0, 0.0], dtype=dtype, device=device)
+    v1 = torch.tensor([1.0, 4.0, 9.0], dtype=dtype, device=device)
+    v2 = torch.tensor([4.0, 1.0, 1.0], dtype=dtype, device=device)
+    ours = gan.frechet_distance(mu1, torch.diag(v1), mu2, torch.diag(v2))
+    expected = (mu1 - mu2).pow(2).sum() + (v1.sqrt() - v2.sqrt()).pow(2).sum()   # W2^2, = 5 + 6
+    # float32: eigen-decompositions of 3x3 matrices with entries <= 36, error ~1e-6 relative.
+    torch.testing.assert_close(ours, expected, **(tol(dtype) if dtype == F64 else dict(rtol=1e-5, atol=1e-4)))
+    # Degenerate but valid statistics (a point mass: zero covariance) stay finite: FID = ||dmu||^2 + tr S2.
+    zero = torch.zeros(3, 3, dtype=dtype, device=device)
+    degenerate = gan.frechet_distance(mu1, zero, mu2, torch.diag(v2))
+    assert torch.isfinite(degenerate)
+    torch.testing.assert_close(degenerate, (mu1 - mu2).pow(2).sum() + v2.sum(),
+                               **(tol(dtype) if dtype == F64 else dict(rtol=1e-5, atol=1e-4)))
+
+
+# ------------------------------------------------------------------------------------------ DCGAN
+
+@pytest.mark.claim("gan.dcgan")
+def test_dcgan_modules_follow_the_rules():
+    g = gan.DCGANGenerator(nz=8, features=8, channels=3, ups=3)
+    d = gan.DCGANDiscriminator(features=8, channels=3, downs=3)
+    for m in (g, d):
+        kinds = [type(x) for x in m.modules()]
+        assert not any(issubclass(t, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
+                       for t in kinds)                                      # no pooling
+        assert nn.Linear not in kinds                                       # no FC
+        assert nn.BatchNorm2d in kinds                                      # batchnorm
+    g_acts = [type(x) for x in g.modules() if isinstance(x, (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid))]
+    d_acts = [type(x) for x in d.modules() if isinstance(x, (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid))]
+    assert set(g_acts[:-1]) == {nn.ReLU} and g_acts[-1] is nn.Tanh
+    assert set(d_acts) == {nn.LeakyReLU}
+    # Resolution changes only by strided convolutions.
+    assert [c.stride for c in g.modules() if isinstance(c, nn.ConvTranspose2d)][1:] == [(2, 2)] * 3
+    assert [c.stride for c in d.modules() if isinstance(c, nn.Conv2d)][:-1] == [(2, 2)] * 3
+    x = g(torch.randn(2, 8))
+    assert x.shape == (2, 3, 32, 32) and d(x).shape == (2,)
+
+
+# ------------------------------------------------------------------------------------------- WGAN
+
+@pytest.mark.claim("gan.wgan")
+def test_wasserstein_gradient_does_not_vanish_where_js_does(record_property):
+    thetas = [0.5, 1.0, 2.0]
+    js = [float(gan.js_divergence(torch.tensor([1.0, 0.0], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)))
+          for _ in thetas]   # point masses at 0 and theta != 0: disjoint supports for every theta
+    w1 = [float(scipy.stats.wasserstein_distance([0.0], [t])) for t in thetas]
+    assert np.allclose(js, math.log(2)) and np.allclose(w1, thetas)
+    # The WGAN critic loss with the optimal 1-Lipschitz critic f(x) = -x reaches W1, and its
+    # gradient w.r.t. the generator's theta is 1, not 0.
+    theta = torch.tensor(1.5, dtype=F64, requires_grad=True)
+    real, fake = torch.zeros(1, dtype=F64), theta.reshape(1)
+    w = -gan.wgan_critic_loss(-real, -fake)
+    (g,) = torch.autograd.grad(w, theta)
+    record_property("evidence", f"JS = log 2 = {js[0]:.4f} for theta in {thetas}; W1 = {w1}; dW1/dtheta = {float(g)}")
+    assert float(w.detach()) == pytest.approx(1.5) and float(g) == pytest.approx(1.0)
+    # Empirical 1-D samples: a shift c; E f(real) - E f(fake) with f(x) = -x equals scipy's W1.
+    a = randn(500, seed=3)
+    b = a + 0.7
+    crit = -gan.wgan_critic_loss(-a, -b)
+    np.testing.assert_allclose(float(crit), scipy.stats.wasserstein_distance(a.numpy(), b.numpy()), rtol=1e-9)
+
+
+@pytest.mark.claim("gan.gradient-penalty")
+def test_gradient_penalty_zero_for_unit_gradient_critic():
+    real, fake = randn(16, 3, seed=1), randn(16, 3, seed=2)
+    w = torch.tensor([0.6, 0.0, 0.8], dtype=F64, requires_grad=True)     # ||w|| = 1
+    gp = gan.gradient_penalty(lambda x: x @ w, real, fake, weight=10.0)
+    torch.testing.assert_close(gp, torch.tensor(0.0, dtype=F64), rtol=0, atol=1e-15)
+    w2 = torch.tensor([1.2, 0.0, 1.6], dtype=F64, requires_grad=True)    # ||w|| = 2
+    gp2 = gan.gradient_penalty(lambda x: x @ w2, real, fake, weight=10.0)
+    torch.testing.assert_close(gp2, torch.tensor(10.0, dtype=F64), **tol(F64))
+    (gw,) = torch.autograd.grad(gp2, w2)       # d/dw 10 (||w|| - 1)^2 = 20 (||w|| - 1) w / ||w||
+    torch.testing.assert_close(gw, 20 * w2.detach() / 2, **tol(F64))
+
+
+@pytest.mark.claim("gan.gradient-penalty")
+def test_gradient_penalty_nonlinear_critic_matches_manual():
+    torch.manual_seed(3)
+    critic = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    real, fake = randn(5, 4, seed=4), randn(5, 4, seed=5)
+    eps = torch.rand(5, dtype=F64)
+    gp = gan.gradient_penalty(lambda x: critic(x)[:, 0], real, fake, weight=3.0, eps=eps)
+    norms = []
+    for i in range(5):
+        xi = (eps[i] * real[i] + (1 - eps[i]) * fake[i]).requires_grad_(True)
+        (gi,) = torch.autograd.grad(critic(xi[None])[0, 0], xi)
+        norms.append(gi.norm())
+    torch.testing.assert_close(gp, 3.0 * ((torch.stack(norms) - 1) ** 2).mean(), **tol(F64))
+    gp.backward()
+    # The penalty trains the critic: both weight matrices get gradients (the output bias cannot
+    # change grad_x D and rightly gets none).
+    assert critic[0].weight.grad.abs().sum() > 0 and critic[2].weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------- StyleGAN
+
+@pytest.mark.claim("gan.stylegan-adain", role="refutes")
+def test_batchnorm_style_mixes_the_batch(record_property):
+    x = randn(2, 3, 4, 4, seed=1)
+    scale, bias = randn(2, 3, seed=2).abs() + 0.5, randn(2, 3, seed=3)
+
+    def bn_style(x):
+        return scale[:, :, None, None] * F.batch_norm(x, None, None, training=True, eps=1e-5) + bias[:, :, None, None]
+    x_other = x.clone()
+    x_other[1] = x_other[1] * 5 + 3                  # change only the second image
+    diff = (bn_style(x)[0] - bn_style(x_other)[0]).abs().max()
+    record_property("evidence", f"batchnorm modulation: image 0's output moves by {float(diff):.3f} when image 1 changes")
+    assert diff > 1e-2
+
+
+@pytest.mark.claim("gan.stylegan-adain", role="corrects")
+def test_adain_is_per_instance():
+    x = randn(2, 3, 4, 4, seed=1) * 3 + 2
+    scale, bias = randn(2, 3, seed=2).abs() + 0.5, randn(2, 3, seed=3)
+    y = gan.adain(x, scale, bias, eps=0.0)
+    torch.testing.assert_close(y.mean(dim=(2, 3)), bias, **tol(F64))
+    torch.testing.assert_close(y.std(dim=(2, 3), unbiased=False), scale, **tol(F64))
+    ref = scale[:, :, None, None] * F.instance_norm(x, eps=1e-5) + bias[:, :, None, None]
+    torch.testing.assert_close(gan.adain(x, scale, bias), ref, **tol(F64))
+    x_other = x.clone()
+    x_other[1] = x_other[1] * 5 + 3
+    torch.testing.assert_close(gan.adain(x_other, scale, bias)[0], gan.adain(x, scale, bias)[0], rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------ inversion
+
+def _mlp_generator(q, d, seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(q, 32), nn.Tanh(), nn.Linear(32, d)).double()
+
+
+@pytest.mark.claim("gan.inversion")
+def test_inversion_recovers_latent_and_inpaints(record_property):
+    g = _mlp_generator(3, 20, 1)
+    z_true = randn(4, 3, seed=2)
+    x = g(z_true).detach()
+    z0 = z_true + 0.3 * randn(4, 3, seed=3)
+    z = gan.invert_generator(g, x, z0, steps=150, lr=0.05)
+    err = float((g(z) - x).abs().max())
+    record_property("evidence", f"max |G(z*) - x| = {err:.1e}, max |z* - z| = {float((z - z_true).abs().max()):.1e}")
+    assert err < 1e-3 and float((g(z) - x).abs().max()) < float((g(z0) - x).abs().max())
+    # Inpainting: fit only the first 12 pixels; the other 8 are filled in by G(z*).
+    mask = torch.zeros(20, dtype=F64)
+    mask[:12] = 1
+    z_in = gan.invert_generator(g, x * mask, z0, steps=150, lr=0.05, mask=mask)
+    assert float((g(z_in) - x)[:, 12:].abs().max()) < 1e-2
+    assert all(p.grad is None for p in g.parameters())
+
+
+@pytest.mark.claim("gan.inversion-mask")
+def test_inversion_predicts_mask():
+    g = _mlp_generator(3, 20 + 20, 4)     # image (20) and mask logits (20) from the same z
+    z_true = randn(5, 3, seed=5)
+    out = g(z_true).detach()
+    image, mask = out[:, :20], torch.sigmoid(out[:, 20:])
+    z = gan.invert_generator(lambda v: g(v)[:, :20], image, z_true + 0.3 * randn(5, 3, seed=6), steps=150, lr=0.05)
+    torch.testing.assert_close(torch.sigmoid(g(z)[:, 20:]).detach(), mask, rtol=0, atol=1e-3)
+
+
+# -------------------------------------------------------------------------------- image translation
+
+def _translation():
+    """A paired sketch -> image task: y = 1 - x (inverted colours)."""
+    x = torch.rand(6, 1, 8, 8, generator=generator(1), dtype=F64)
+    return x, 1 - x
+
+
+@pytest.mark.claim("gan.pix2pix-l1", role="refutes")
+def test_l1_between_sketch_and_image_prefers_copying(record_property):
+    x, y = _translation()
+    true_g, copy_g = (lambda v: 1 - v), (lambda v: v)
+    l1_true = float((x - true_g(x)).abs().mean())      # as written: sketch vs image
+    l1_copy = float((x - copy_g(x)).abs().mean())
+    record_property("evidence", f"L1(sketch, G(sketch)): true translation {l1_true:.3f}, copying the sketch {l1_copy:.3f}")
+    assert l1_copy < l1_true
+
+
+@pytest.mark.claim("gan.pix2pix-l1", role="corrects")
+def test_pix2pix_l1_to_target():
+    x, y = _translation()
+    logits = randn(6, seed=2)
+    gan_part = gan.generator_loss(logits, "non-saturating")
+    torch.testing.assert_close(gan.pix2pix_generator_loss(logits, 1 - x, y, l1_weight=100.0), gan_part, **tol(F64))
+    loss_copy = gan.pix2pix_generator_loss(logits, x, y, l1_weight=100.0)
+    torch.testing.assert_close(loss_copy, gan_part + 100 * F.l1_loss(x, y), **tol(F64))
+    assert float(loss_copy) > float(gan_part)
+
+
+@pytest.mark.claim("gan.pix2pix-pairs")
+def test_pix2pix_needs_pairs():
+    x, y = _translation()
+    pair = gan.pix2pix_discriminator_input(x, y)
+    assert pair.shape == (6, 2, 8, 8)
+    torch.testing.assert_close(pair[:, :1], x, rtol=0, atol=0)
+    d = gan.DCGANDiscriminator(features=4, channels=2, downs=1).double()   # D: X, Y -> [0, 1]
+    assert d(pair).shape == (6,)
+    logits = torch.zeros(6, dtype=F64)
+    paired = gan.pix2pix_generator_loss(logits, 1 - x, y)
+    unpaired = gan.pix2pix_generator_loss(logits, 1 - x, y.roll(1, 0))     # targets of other inputs
+    assert float(unpaired) > float(paired) + 1.0
+
+
+@pytest.mark.claim("gan.cyclegan")
+@given(seed=seeds())
+@settings(max_examples=8)
+def test_cycle_loss_zero_for_inverse_pair(seed):
+    g = generator(seed)
+    a = torch.randn(4, 4, generator=g, dtype=F64) + 4 * torch.eye(4, dtype=F64)
+    b = torch.randn(4, generator=g, dtype=F64)
+    f_xy = lambda v: v @ a.T + b                                  # noqa: E731
+    g_yx = lambda v: torch.linalg.solve(a, (v - b).T).T           # noqa: E731
+    x, y = torch.randn(5, 4, generator=g, dtype=F64), torch.randn(7, 4, generator=g, dtype=F64)
+    assert float(gan.cycle_consistency_loss(x, y, f_xy, g_yx)) < 1e-12
+    g_bad = lambda v: v - b                                       # noqa: E731
+    ref = F.l1_loss(g_bad(f_xy(x)), x) + F.l1_loss(f_xy(g_bad(y)), y)
+    torch.testing.assert_close(gan.cycle_consistency_loss(x, y, f_xy, g_bad), ref, **tol(F64))
+    assert float(ref) > 0
+
+
+@pytest.mark.claim("gan.cyclegan")
+def test_cyclegan_objective_adds_gan_losses():
+    f_xy, g_yx = (lambda v: 2 * v), (lambda v: v / 2)
+    d_y, d_x = (lambda v: v.sum(1)), (lambda v: -v.sum(1))
+    x, y = randn(3, 2, seed=1), randn(3, 2, seed=2)
+    total = gan.cyclegan_generator_loss(x, y, f_xy, g_yx, d_y, d_x, cycle_weight=10.0)
+    expected = -F.logsigmoid(d_y(f_xy(x))).mean() - F.logsigmoid(d_x(g_yx(y))).mean()   # cycle term is 0
+    torch.testing.assert_close(total, expected, **tol(F64))
+    g_off = lambda v: v / 2 + 1                                   # noqa: E731  not F's inverse
+    total = gan.cyclegan_generator_loss(x, y, f_xy, g_off, d_y, d_x, cycle_weight=10.0)
+    cycle = F.l1_loss(g_off(f_xy(x)), x) + F.l1_loss(f_xy(g_off(y)), y)
+    expected = -F.logsigmoid(d_y(f_xy(x))).mean() - F.logsigmoid(d_x(g_off(y))).mean() + 10 * cycle
+    torch.testing.assert_close(total, expected, **tol(F64))
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+@pytest.mark.claim("gan.value-function")
+def test_bad_inputs_are_rejected():
+    v = torch.zeros(3)
+    cases = [
+        (lambda: gan.value_function([0.0], v), TypeError, "d_real_logits"),
+        (lambda: gan.value_function(v, torch.zeros(3, 1)), ValueError, "d_fake_logits"),
+        (lambda: gan.value_function(v, torch.zeros(3, dtype=F64)), TypeError, "d_fake_logits"),
+        (lambda: gan.value_function_probs(torch.tensor([1.5]), v), ValueError, "d_real"),
+        (lambda: gan.optimal_discriminator(torch.tensor([-1.0]), torch.tensor([1.0])), ValueError, "p_d"),
+        (lambda: gan.kl_divergence(torch.tensor([0.5]), torch.tensor([0.5], dtype=F64)), TypeError, "q"),
+        (lambda: gan.js_divergence(torch.tensor([-0.5, 1.5]), torch.tensor([0.5, 0.5])), ValueError, "p"),
+        (lambda: gan.generator_loss(v, "minimax"), ValueError, "kind"),
+        (lambda: gan.train_gan(nn.Linear(1, 1), nn.Linear(1, 1), lambda: v, lambda: v, steps=1, k=0), ValueError, "k"),
+        (lambda: gan.train_gan(nn.Linear(1, 1), nn.Linear(1, 1), 3, lambda: v, steps=1), TypeError, "sample_data"),
+        (lambda: gan.DCGANGenerator(nz=0), ValueError, "nz"),
+        (lambda: gan.DCGANGenerator(nz=4)(torch.zeros(2, 5)), ValueError, "z"),
+        (lambda: gan.DCGANDiscriminator(channels=3)(torch.zeros(2, 1, 16, 16)), ValueError, "x"),
+        (lambda: gan.wgan_critic_loss(v, torch.zeros(2, 2)), ValueError, "critic_fake"),
+        (lambda: gan.gradient_penalty(lambda x: x.sum(1), torch.zeros(2, 3), torch.zeros(2, 4)), ValueError, "fake"),
+        (lambda: gan.gradient_penalty(lambda x: x.sum(1), torch.zeros(2, 3), torch.zeros(2, 3), weight=-1.0), ValueError, "weight"),
+        (lambda: gan.gradient_penalty(None, torch.zeros(2, 3), torch.zeros(2, 3)), TypeError, "critic"),
+        (lambda: gan.pix2pix_generator_loss(v, torch.zeros(2, 3), torch.zeros(2, 4)), ValueError, "target"),
+        (lambda: gan.pix2pix_discriminator_input(torch.zeros(2, 1, 4, 4), torch.zeros(3, 1, 4, 4)), ValueError, "y"),
+        (lambda: gan.cycle_consistency_loss(v, v, None, lambda t: t), TypeError, "F_xy"),
+        (lambda: gan.feature_statistics(torch.zeros(1, 3)), ValueError, "features"),
+        (lambda: gan.frechet_distance(torch.zeros(2), torch.eye(2), torch.zeros(3), torch.eye(3)), ValueError, "mu2"),
+        (lambda: gan.fid(torch.zeros(4, 2), torch.zeros(4, 3)), ValueError, "features_fake"),
+        (lambda: gan.invert_generator(lambda z: z, v, torch.zeros(3)), ValueError, "z0"),
+        (lambda: gan.invert_generator(lambda z: z, v, torch.zeros(3, 1), steps=0), ValueError, "steps"),
+        (lambda: gan.unrolled_generator_loss(nn.Linear(1, 1), nn.Linear(1, 1), v, v, k=-1, lr=0.1), ValueError, "k"),
+        (lambda: gan.adain(torch.zeros(2, 3, 4, 4), torch.zeros(2, 2), torch.zeros(2, 3)), ValueError, "style_scale"),
+    ]
+    for fn, exc, name in cases:
+        with pytest.raises(exc, match=name):
+            fn()

@@ -290,6 +290,8 @@ class MaskedConv2d(nn.Conv2d):
 def _one_hot_levels(x: torch.Tensor, levels: int, channels: int) -> torch.Tensor:
     """(B, C, H, W) integer levels -> (B, C * K, H, W) one-hot, grouped by colour channel."""
     check_tensor(x, "x", floating=False, shape=(None, channels, None, None))
+    if x.is_floating_point() or x.dtype == torch.bool:
+        raise TypeError(f"x: expected integer levels, got dtype {x.dtype}")
     if (x < 0).any() or (x >= levels).any():
         raise ValueError(f"x: levels must lie in 0..{levels - 1}")
     B, C, H, W = x.shape
@@ -505,6 +507,8 @@ class WaveNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(x, "x", floating=False, ndim=2)
+        if x.is_floating_point() or x.dtype == torch.bool:
+            raise TypeError(f"x: expected integer levels, got dtype {x.dtype}")
         if (x < 0).any() or (x >= self.levels).any():
             raise ValueError(f"x: levels must lie in 0..{self.levels - 1}")
         p = next(self.parameters())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from impl.attention import (attention_weights, causal_mask, merge_heads, multi_head_attention,
@@ -23,6 +23,7 @@ def _weights(D_in, D, seed, dtype=torch.float64, device="cpu"):
 
 
 @pytest.mark.claim("attention.convex-combination")
+@settings(max_examples=8)
 @given(seed=seeds(), T=st.integers(1, 9), D=st.integers(1, 6))
 def test_causal_weights_are_convex_over_the_past(seed, T, D):
     q, k = randn(T, D, seed=seed), randn(T, D, seed=seed + 1)
@@ -30,7 +31,7 @@ def test_causal_weights_are_convex_over_the_past(seed, T, D):
     assert (a >= 0).all()
     torch.testing.assert_close(a.sum(-1), torch.ones(T, dtype=a.dtype))
     assert (torch.triu(a, diagonal=1) == 0).all()  # exactly zero on the future
-    assert (torch.tril(a) > 0).all()  # every past step is reachable
+    assert (a[torch.tril(torch.ones(T, T, dtype=torch.bool))] > 0).all()  # every past step is reachable
     # so each output row lies in the convex hull of the past values: check against v = one-hot steps
     out = scaled_dot_product_attention(q, k, torch.eye(T, dtype=q.dtype), causal=True)
     torch.testing.assert_close(out, a)
@@ -46,6 +47,7 @@ def test_large_logits_stay_finite():
 
 
 @pytest.mark.claim("attention.masked-formula")
+@settings(max_examples=8)
 @given(seed=seeds(), T=st.integers(1, 8), D=st.integers(1, 5), causal=st.booleans())
 def test_notes_formula_equals_torch_sdpa_f64(seed, T, D, causal):
     x = randn(2, T, 3, seed=seed)
@@ -75,6 +77,7 @@ def test_causal_mask_values():
 
 
 @pytest.mark.claim("attention.weights")
+@settings(max_examples=8)
 @given(seed=seeds(), T=st.integers(1, 8), D=st.integers(1, 6))
 def test_weights_row_is_softmax_of_scaled_dot_products(seed, T, D):
     q, k = randn(1, D, seed=seed), randn(T, D, seed=seed + 1)
@@ -88,6 +91,7 @@ def test_weights_row_is_softmax_of_scaled_dot_products(seed, T, D):
 
 
 @pytest.mark.claim("attention.causal-mask")
+@settings(max_examples=8)
 @given(seed=seeds(), T=st.integers(2, 8), t=st.integers(0, 6))
 def test_output_ignores_the_future(seed, T, t):
     t = t % (T - 1)
@@ -111,6 +115,7 @@ def test_without_mask_the_past_sees_the_future():
 
 
 @pytest.mark.claim("attention.multi-head")
+@settings(max_examples=8)
 @given(seed=seeds(), heads=st.sampled_from([1, 2, 4]), T=st.integers(1, 6), causal=st.booleans())
 def test_multi_head_is_per_head_attention_concatenated(seed, heads, T, causal):
     D = 8
@@ -148,6 +153,7 @@ def test_multi_head_matches_nn_multiheadattention(device, dtype):
 
 
 @pytest.mark.claim("attention.positional-encoding")
+@settings(max_examples=8)
 @given(seed=seeds(), T=st.integers(2, 7))
 def test_attention_without_positions_is_permutation_equivariant(seed, T):
     x = randn(1, T, 6, seed=seed)
@@ -188,7 +194,7 @@ def _core(q, k, v):
 @pytest.mark.claim("attention.cost", role="corrects")
 def test_flops_of_scores_and_mixing_are_4_T2_D(record_property):
     rows = []
-    for T in (8, 16, 32, 64):
+    for T in (8, 16, 32):
         for D in (4, 16):
             q = torch.randn(T, D)
             rows.append((T, D, count_flops(_core, q, q, q)))
@@ -196,7 +202,7 @@ def test_flops_of_scores_and_mixing_are_4_T2_D(record_property):
     Ts = [r[0] for r in rows if r[1] == 16]
     p = fit_exponent(Ts, [r[2] for r in rows if r[1] == 16])
     assert abs(p - 2) < 1e-9
-    record_property("evidence", f"core FLOPs = 4 T^2 D exactly for T in 8..64, D in 4,16; exponent in T {p:.3f}")
+    record_property("evidence", f"core FLOPs = 4 T^2 D exactly for T in 8..32, D in 4,16; exponent in T {p:.3f}")
 
 
 @pytest.mark.claim("attention.cost", role="corrects")
@@ -234,7 +240,7 @@ def test_figure_attention_cost_against_T(save_figure, record_property):
         q = torch.randn(8, T, 8)
         flops.append(count_flops(_core, q, q, q))
         best = float("inf")
-        for _ in range(3):
+        for _ in range(5):
             t0 = time.perf_counter()
             _core(q, q, q)
             best = min(best, time.perf_counter() - t0)
@@ -250,7 +256,7 @@ def test_figure_attention_cost_against_T(save_figure, record_property):
     ax.set_title("causal attention, 8 heads x d = 8")
     ax.legend()
     save_figure(fig, "attention-cost-vs-T.png")
-    record_property("evidence", f"fitted exponents: FLOPs {pf:.2f}, time {pt:.2f} (T = 256..1024)")
+    record_property("evidence", f"fitted exponents: FLOPs {pf:.2f}, wall time {pt:.2f} (T = 256..1024, best of 5 on a shared CPU)")
 
 
 @pytest.mark.claim("attention.masked-formula")
@@ -279,3 +285,7 @@ def test_bad_inputs_are_rejected():
         sinusoidal_positional_encoding(4, 5)
     with pytest.raises(ValueError, match="causal"):
         attention_weights(torch.randn(3, 4), torch.randn(5, 4), causal=True)
+    with pytest.raises(ValueError, match="v"):
+        scaled_dot_product_attention_fused(x, x, torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match="W_O"):
+        multi_head_attention(x, W, W, W, 2, W_O=torch.randn(3, 4))

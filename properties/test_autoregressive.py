@@ -1,0 +1,584 @@
+"""Autoregressive models: exact normalisation by enumeration, the autoregressive property through
+Jacobians, parameter and forward-pass counts, NADE's linear cost (FLOPs), blind spot of stacked
+masked convolutions, WaveNet's receptive field, VQ-VAE's quantiser."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from impl.autoregressive import (FVSBN, MADE, NADE, GatedPixelCNN, MaskedConv2d, PixelCNN, RowLSTM, TabularAR, WaveNet,
+                                 all_binary, bernoulli_log_prob, made_masks, pixelcnn_mask, wavenet_receptive_field)
+from impl.vae import vq_losses, vq_quantise
+from spec.testing import count_flops, fit_exponent, generator, randn
+
+
+def _perm(D, seed):
+    return torch.randperm(D, generator=generator(seed))
+
+
+def _binary_models(D=5):
+    torch.manual_seed(0)
+    return {
+        "tabular": TabularAR(D).double(),
+        "fvsbn": FVSBN(D).double(),
+        "nade": NADE(D, 4, order=_perm(D, 1)).double(),
+        "made": MADE(D, [8, 8], order=_perm(D, 2)).double(),
+    }
+
+
+def _grids(C, H, W, K):
+    vals = torch.tensor(list(itertools.product(range(K), repeat=C * H * W)))
+    return vals.view(-1, C, H, W)
+
+
+def _count_calls(module):
+    calls = []
+    handle = module.register_forward_hook(lambda *a: calls.append(1))
+    return calls, handle
+
+
+# ----------------------------------------------------------------------- normalisation
+
+@pytest.mark.claim("generative.autoregressive-tractable")
+@pytest.mark.parametrize("name", ["tabular", "fvsbn", "nade", "made"])
+def test_binary_models_sum_to_one(name):
+    model = _binary_models()[name]
+    with torch.no_grad():
+        total = model.log_prob(all_binary(5)).exp().sum()
+    assert float(total) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.claim("generative.autoregressive-tractable")
+@pytest.mark.claim("autoregressive.latent-ar-prior")
+def test_image_and_audio_models_sum_to_one():
+    torch.manual_seed(0)
+    cases = [
+        (PixelCNN(1, 2, hidden=6, layers=2, first_kernel=3).double(), _grids(1, 2, 2, 2)),
+        (PixelCNN(3, 2, hidden=6, layers=2, first_kernel=3).double(), _grids(3, 1, 2, 2)),
+        (GatedPixelCNN(2, hidden=4, layers=2).double(), _grids(1, 2, 2, 2)),
+        (RowLSTM(2, hidden=4).double(), _grids(1, 2, 3, 2)),
+        (PixelCNN(1, 3, hidden=6, layers=2, first_kernel=3).double(), _grids(1, 2, 2, 3)),  # prior over K=3 codes
+    ]
+    for model, grids in cases:
+        with torch.no_grad():
+            assert float(model.log_prob(grids).exp().sum()) == pytest.approx(1.0, abs=1e-12)
+    wave = WaveNet(levels=3, residual=4, dilations=[1, 2]).double()
+    seqs = torch.tensor(list(itertools.product(range(3), repeat=4)))
+    with torch.no_grad():
+        assert float(wave.log_prob(seqs).exp().sum()) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.claim("autoregressive.bernoulli-conditionals")
+@pytest.mark.parametrize("name", ["fvsbn", "nade", "made"])
+def test_conditionals_of_the_joint_are_the_bernoulli_outputs(name):
+    model = _binary_models()[name]
+    X = all_binary(5)
+    with torch.no_grad():
+        P = model.log_prob(X).exp()
+        probs = torch.sigmoid(model(X) if name == "made" else model.conditional_logits(X))
+    order = model.order.tolist() if hasattr(model, "order") else list(range(5))
+    for k, d in enumerate(order):
+        prev = order[:k]
+        for row in range(len(X)):  # p(x_d = 1 | x_prev) from the enumerated joint
+            same = (X[:, prev] == X[row, prev]).all(1) if prev else torch.ones(len(X), dtype=torch.bool)
+            cond = float(P[same & (X[:, d] == 1)].sum() / P[same].sum())
+            assert cond == pytest.approx(float(probs[row, d]), abs=1e-12)
+
+
+# --------------------------------------------------------------------- tabular, FVSBN
+
+@pytest.mark.claim("autoregressive.chain-rule")
+def test_tabular_model_represents_any_distribution():
+    n = 4
+    P = torch.rand(2 ** n, generator=generator(3), dtype=torch.float64) ** 3
+    P = P / P.sum()
+    X = all_binary(n)
+    model = TabularAR(n).double()
+    with torch.no_grad():
+        for i in range(n):  # logit of p(x_i = 1 | x_<i) from the marginals of P
+            for idx, prefix in enumerate(itertools.product([0.0, 1.0], repeat=i)):
+                same = (X[:, :i] == torch.tensor(prefix, dtype=X.dtype)).all(1)
+                p1 = P[same & (X[:, i] == 1)].sum() / P[same].sum()
+                model.logits[i][idx] = torch.log(p1) - torch.log1p(-p1)
+        torch.testing.assert_close(model.log_prob(X).exp(), P, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.claim("autoregressive.tabular-parameters")
+def test_tabular_parameter_count():
+    n = 6
+    model = TabularAR(n).double()
+    assert [p.numel() for p in model.logits] == [2 ** (i - 1) for i in range(1, n + 1)]
+    assert sum(p.numel() for p in model.parameters()) == 2 ** n - 1
+    model.log_prob(all_binary(n)).sum().backward()
+    assert all((p.grad != 0).all() for p in model.parameters())  # every parameter is used
+
+
+@pytest.mark.claim("autoregressive.independence-too-strong")
+def test_independent_model_cannot_fit_correlated_bits(record_property):
+    X = all_binary(2)
+    P = torch.tensor([0.5, 0.0, 0.0, 0.5], dtype=torch.float64)  # x2 = x1
+    m = torch.stack([(P[:, None] * X).sum(0), (P[:, None] * (1 - X)).sum(0)])  # marginals
+    Q = (X * m[0] + (1 - X) * m[1]).prod(1)  # best product approximation in KL(P || Q)
+    on = P > 0
+    kl = float((P[on] * (P[on] / Q[on]).log()).sum())
+    assert kl == pytest.approx(np.log(2), rel=1e-12)
+    tab = TabularAR(2).double()
+    with torch.no_grad():
+        tab.logits[0][0] = 0.0
+        tab.logits[1][:] = torch.tensor([-60.0, 60.0])
+        assert float((P[on] * (P[on].log() - tab.log_prob(X)[on])).sum()) < 1e-20
+    record_property("evidence", f"x2 = x1: best independent model has KL = log 2 = {kl:.4f}; tabular AR fits exactly")
+
+
+@pytest.mark.claim("autoregressive.fvsbn")
+def test_fvsbn_formula_parameter_count_and_linearity():
+    n = 6
+    model = FVSBN(n).double()
+    assert sum(p.numel() for p in model.parameters()) == n * (n + 1) // 2
+    A = model.weight().detach()
+    assert (torch.triu(A) == 0).all()
+    X = all_binary(n)
+    with torch.no_grad():
+        probs = torch.sigmoid(model.conditional_logits(X))
+    for r in (0, 17, 63):  # the notes' formula, term by term
+        for i in range(n):
+            s = float(model.alpha0[i]) + sum(float(A[i, j]) * float(X[r, j]) for j in range(i))
+            assert float(probs[r, i]) == pytest.approx(1 / (1 + np.exp(-s)), rel=1e-12)
+    # linear: the logits' Jacobian is the same matrix at every input
+    f = lambda v: model.conditional_logits(v[None])[0]
+    J1 = jacobian(f, X[5])
+    J2 = jacobian(f, X[40])
+    torch.testing.assert_close(J1, J2, rtol=0, atol=0)
+
+
+# -------------------------------------------------------------------------------- NADE
+
+@pytest.mark.claim("autoregressive.nade-definition")
+@pytest.mark.parametrize("method", ["cumsum", "incremental", "naive"])
+def test_nade_matches_the_notes_formula(method):
+    torch.manual_seed(1)
+    D, H = 5, 3
+    model = NADE(D, H).double()
+    X = all_binary(D)[::3]
+    W, b, V, c = (t.detach() for t in (model.W, model.b, model.V, model.c))
+    ref = torch.empty(len(X), D, dtype=torch.float64)
+    for r in range(len(X)):
+        for i in range(D):
+            h = torch.sigmoid(b + W[:, :i] @ X[r, :i])
+            ref[r, i] = torch.sigmoid(c[i] + V[i] @ h)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.sigmoid(model.conditional_logits(X, method)), ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.claim("autoregressive.nade-order")
+def test_nade_any_order_is_autoregressive():
+    D = 6
+    order = _perm(D, 5)
+    model = NADE(D, 4, order=order).double()
+    x = all_binary(D)[37]
+    J = jacobian(lambda v: model.conditional_logits(v[None])[0], x)  # J[d, j] = d logit_d / d x_j
+    pos = torch.empty(D, dtype=torch.long)
+    pos[order] = torch.arange(D)
+    allowed = pos[None, :] < pos[:, None]
+    assert (J[~allowed] == 0).all()
+    assert (J[allowed] != 0).all()
+
+
+@pytest.mark.claim("autoregressive.nade-linear-cost")
+def test_nade_flops_linear_versus_quadratic(record_property):
+    B, H = 2, 8
+    Ds = [8, 16, 32, 64]
+    inc, naive = [], []
+    for D in Ds:
+        model = NADE(D, H).double()
+        x = torch.bernoulli(torch.full((B, D), 0.5, dtype=torch.float64), generator=generator(D))
+        inc.append(count_flops(model.conditional_logits, x, "incremental"))
+        naive.append(count_flops(model.conditional_logits, x, "naive"))
+        assert inc[-1] == 4 * B * H * D  # 2BH per rank-1 update + 2BH per output, for each of D steps
+        assert naive[-1] == B * H * D * (D - 1) + 2 * B * D * H
+    p_inc, p_naive = fit_exponent(Ds, inc), fit_exponent(Ds, naive)
+    assert abs(p_inc - 1) < 1e-9 and p_naive > 1.7
+    record_property("evidence", f"FLOPs exponent in D: incremental {p_inc:.2f}, naive {p_naive:.2f} (H = {H})")
+
+
+@pytest.mark.claim("autoregressive.nade-teacher-forcing")
+def test_one_teacher_forced_pass_equals_step_by_step():
+    D = 6
+    model = NADE(D, 5, order=_perm(D, 7)).double()
+    x = all_binary(D)[[11, 50]]
+    with torch.no_grad():
+        one_pass = model.conditional_logits(x)
+        for k, d in enumerate(model.order.tolist()):
+            prefix = x.clone()
+            prefix[:, model.order[k:]] = 0  # generation state: only the ground-truth prefix is known
+            torch.testing.assert_close(model.conditional_logits(prefix)[:, d], one_pass[:, d], rtol=0, atol=0)
+
+
+# -------------------------------------------------------------------------------- MADE
+
+@pytest.mark.claim("autoregressive.made-masks")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_made_is_autoregressive_for_any_order(seed):
+    D = 6
+    order = _perm(D, seed)
+    torch.manual_seed(seed)
+    model = MADE(D, [12, 12], order=order).double()
+    x = torch.rand(D, dtype=torch.float64)
+    J = jacobian(lambda v: model(v[None])[0], x)
+    pos = torch.empty(D, dtype=torch.long)
+    pos[order] = torch.arange(D)
+    allowed = pos[None, :] < pos[:, None]
+    assert (J[~allowed] == 0).all()
+    # masks alone: which inputs can reach which outputs
+    m = made_masks(D, [12, 12], order)
+    reach = (m[2] @ m[1] @ m[0]) > 0
+    assert torch.equal(reach, allowed)
+
+
+@pytest.mark.claim("autoregressive.made-large-hidden")
+def test_made_needs_hidden_layers_of_width_d_minus_one(record_property):
+    D = 6
+    allowed = torch.tril(torch.ones(D, D, dtype=torch.bool), -1)
+    cut = {}
+    for H in range(1, D + 2):
+        m = made_masks(D, [H], torch.arange(D))
+        reach = (m[1] @ m[0]) > 0
+        assert not (reach & ~allowed).any()
+        cut[H] = int((allowed & ~reach).sum())
+    assert all(cut[H] > 0 for H in range(1, D - 1)) and all(cut[H] == 0 for H in range(D - 1, D + 2))
+    record_property("evidence", f"D = {D}: allowed dependencies cut by the masks per hidden width {cut}")
+
+
+@pytest.mark.claim("autoregressive.made-passes")
+def test_made_one_pass_to_train_d_passes_to_sample():
+    D = 7
+    model = MADE(D, [10], order=_perm(D, 3)).double()
+    calls, h = _count_calls(model.net)
+    model.log_prob(all_binary(D)[:5])
+    assert len(calls) == 1
+    calls.clear()
+    s = model.sample(4, generator=generator(0))
+    h.remove()
+    assert len(calls) == D and s.shape == (4, D) and ((s == 0) | (s == 1)).all()
+
+
+@pytest.mark.claim("autoregressive.made-passes")
+def test_made_samples_follow_the_model(record_property):
+    D = 3
+    torch.manual_seed(4)
+    model = MADE(D, [4], order=_perm(D, 4)).double()
+    n = 6000
+    s = model.sample(n, generator=generator(5))
+    X = all_binary(D)
+    with torch.no_grad():
+        P = model.log_prob(X).exp()
+    freq = (s[:, None, :] == X[None]).all(-1).double().mean(0)
+    se = (P * (1 - P) / n).sqrt()
+    assert ((freq - P).abs() < 6 * se).all()  # 6 standard errors per cell
+
+
+@pytest.mark.claim("autoregressive.nade-order")
+def test_nade_samples_follow_the_model():
+    D = 3
+    torch.manual_seed(6)
+    model = NADE(D, 4, order=_perm(D, 6)).double()
+    n = 6000
+    s = model.sample(n, generator=generator(7))
+    X = all_binary(D)
+    with torch.no_grad():
+        P = model.log_prob(X).exp()
+    freq = (s[:, None, :] == X[None]).all(-1).double().mean(0)
+    assert ((freq - P).abs() < 6 * (P * (1 - P) / n).sqrt()).all()
+
+
+@pytest.mark.claim("autoregressive.pixelcnn-train-vs-sample")
+def test_pixelcnn_samples_follow_the_model():
+    torch.manual_seed(8)
+    model = PixelCNN(1, 3, hidden=6, layers=2, first_kernel=3).double()
+    n = 6000
+    s = model.sample(n, 1, 2, generator=generator(9))
+    grids = _grids(1, 1, 2, 3)
+    with torch.no_grad():
+        P = model.log_prob(grids).exp()
+    freq = (s[:, None] == grids[None]).flatten(2).all(-1).double().mean(0)
+    assert ((freq - P).abs() < 6 * (P * (1 - P) / n).sqrt()).all()
+
+
+@pytest.mark.claim("generative.autoregressive-tractable")
+def test_bernoulli_log_prob_finite_for_huge_logits():
+    logits = torch.tensor([[1e4, -1e4]], dtype=torch.float32)
+    x = torch.tensor([[1.0, 0.0]])
+    assert float(bernoulli_log_prob(logits, x)) == 0.0
+    assert torch.isfinite(bernoulli_log_prob(logits, 1 - x)).all()
+
+
+# ---------------------------------------------------------------- PixelCNN / PixelRNN
+
+def _raster_jacobian(model, C, K, H, W, seed=0):
+    """|d logits(c, :, i, j) / d input(c', :, r, s)| summed over levels and a few random inputs:
+    (C, H, W, C, H, W) dependency table."""
+    g = generator(seed)
+    dep = torch.zeros(C, H, W, C, H, W, dtype=torch.float64)
+    for _ in range(2):
+        h = torch.randn(1, C * K, H, W, generator=g, dtype=torch.float64)
+        J = jacobian(lambda v: model.logits_from_onehot(v)[0], h)  # (C, K, H, W, 1, C*K, H, W)
+        J = J.abs().sum(1)[:, :, :, 0].view(C, H, W, C, K, H, W).sum(4)
+        dep += J
+    return dep > 0
+
+
+def _before(H, W, C=1, same_pixel_channels="none"):
+    """Expected dependencies: pixel (r, s) strictly before (i, j) in raster order, and at the same pixel the
+    earlier colours."""
+    exp = torch.zeros(C, H, W, C, H, W, dtype=torch.bool)
+    for c, i, j, c2, r, s in itertools.product(range(C), range(H), range(W), range(C), range(H), range(W)):
+        exp[c, i, j, c2, r, s] = (r, s) < (i, j) or ((r, s) == (i, j) and c2 < c)
+    return exp
+
+
+@pytest.mark.claim("autoregressive.pixelcnn-masked")
+def test_pixelcnn_output_depends_only_on_previous_pixels():
+    torch.manual_seed(0)
+    model = PixelCNN(1, 2, hidden=6, layers=3, first_kernel=5).double()
+    dep = _raster_jacobian(model, 1, 2, 4, 4)
+    assert not (dep & ~_before(4, 4)).any()
+    assert dep[0, 3, 3, 0, 3, 2] and dep[0, 3, 3, 0, 2, 3]  # uses left and upper neighbours
+
+
+@pytest.mark.claim("autoregressive.pixelcnn-channels")
+def test_rgb_masking_r_then_g_then_b():
+    torch.manual_seed(1)
+    model = PixelCNN(3, 2, hidden=6, layers=2, first_kernel=3).double()
+    dep = _raster_jacobian(model, 3, 2, 3, 3)
+    exp = _before(3, 3, C=3)
+    assert not (dep & ~exp).any()
+    # at the same pixel: R sees no colour of it, G sees R, B sees R and G
+    same = dep[:, 1, 1, :, 1, 1]
+    assert torch.equal(same, torch.tensor([[False, False, False], [True, False, False], [True, True, False]]))
+    mA = pixelcnn_mask(3, 6, (3, 3), "A", 3)[:, :, 1, 1]
+    mB = pixelcnn_mask(6, 6, (3, 3), "B", 3)[:, :, 1, 1]
+    assert mA[0:2].sum() == 0 and mA[2:4, 0].all() and not mA[2:4, 1:].any() and mA[4:, :2].all()
+    assert torch.equal(mB, torch.kron(torch.tril(torch.ones(3, 3)), torch.ones(2, 2)))
+
+
+@pytest.mark.claim("autoregressive.pixelrnn")
+def test_row_lstm_is_causal():
+    torch.manual_seed(2)
+    model = RowLSTM(2, hidden=4).double()
+    dep = _raster_jacobian(model, 1, 2, 4, 5)
+    assert not (dep & ~_before(4, 5)).any()
+    assert dep[0, 2, 2, 0, 1, 2] and dep[0, 2, 2, 0, 0, 3] and dep[0, 2, 2, 0, 2, 1]  # reaches the row above (via the LSTM state) and the left
+
+
+@pytest.mark.claim("autoregressive.pixelcnn-train-vs-sample")
+def test_pixelcnn_one_pass_to_train_hwc_passes_to_sample():
+    torch.manual_seed(3)
+    model = PixelCNN(3, 2, hidden=6, layers=2, first_kernel=3).double()
+    calls, h = _count_calls(model.net)
+    x = _grids(3, 1, 2, 2)[:7]
+    logp = model.log_prob(x)
+    assert len(calls) == 1 and logp.shape == (7,)
+    calls.clear()
+    s = model.sample(2, 3, 4, generator=generator(0))
+    h.remove()
+    assert len(calls) == 3 * 4 * 3 and s.shape == (2, 3, 3, 4)
+
+
+def _receptive_field(model, H, W, i, j, K=2):
+    g = generator(0)
+    h = torch.randn(4, K, H, W, generator=g, dtype=torch.float64, requires_grad=True)
+    model.logits_from_onehot(h)[:, 0, :, i, j].sum().backward()
+    return h.grad.abs().sum((0, 1)) > 0
+
+
+def _blind_spot_fields():
+    torch.manual_seed(0)
+    H = W = 13
+    i, j, L = 8, 6, 4
+    naive = PixelCNN(1, 2, hidden=8, layers=L, first_kernel=3).double()
+    gated = GatedPixelCNN(2, hidden=6, layers=L, kernel=3).double()
+    return _receptive_field(naive, H, W, i, j), _receptive_field(gated, H, W, i, j), (H, W, i, j, L)
+
+
+@pytest.mark.claim("autoregressive.blind-spot")
+def test_stacked_masked_convs_have_a_blind_spot_gated_stacks_do_not(record_property):
+    rn, rg, (H, W, i, j, L) = _blind_spot_fields()
+    causal = _before(H, W)[0, i, j, 0]
+    assert not (rn & ~causal).any() and not (rg & ~causal).any()
+    # naive: the pixel two to the right in the row above is causal, within reach, and never seen
+    assert not rn[i - 1, j + 2] and rn[i - 1, j + 1] and rn[i - L, j + L]
+    rows, cols = rn[:i].nonzero(as_tuple=True)
+    box = torch.zeros_like(rn)
+    box[rows.min():i, cols.min():cols.max() + 1] = True
+    blind = int((box & ~rn).sum())
+    assert blind > 0
+    # gated: exactly the full rectangle above (L+1 rows, +-L columns) and L+1 pixels to the left
+    exp = torch.zeros_like(rg)
+    exp[i - L - 1:i, j - L:j + L + 1] = True
+    exp[i, j - L - 1:j] = True
+    assert torch.equal(rg, exp)
+    record_property("evidence", f"{L} layers of 3x3: {blind} causal pixels inside the naive field's box are never seen; "
+                                "the gated stack sees all of its rectangle")
+
+
+@pytest.mark.slow
+@pytest.mark.claim("autoregressive.blind-spot")
+def test_figure_receptive_fields(save_figure):
+    import matplotlib.pyplot as plt
+
+    rn, rg, (H, W, i, j, L) = _blind_spot_fields()
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.2))
+    for ax, r, title in ((axes[0], rn, f"{L} stacked masked 3x3 convs"), (axes[1], rg, f"{L} gated v/h stack layers")):
+        img = r.double().numpy().copy()
+        img[i, j] = 0.5  # the predicted pixel
+        ax.imshow(img, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("receptive field of the output at the grey pixel (blind spot: upper right)", fontsize=9)
+    save_figure(fig, "autoregressive-receptive-field.png")
+    assert not rn[i - 1, j + 2] and rg[i - 1, j + 2]
+
+
+@pytest.mark.claim("autoregressive.blind-spot")
+def test_masked_conv_equals_conv_with_masked_weights(device):
+    conv = MaskedConv2d(2, 4, 3, "B").to(device)
+    x = randn(1, 2, 5, 5, seed=0, dtype=torch.float32, device=device)
+    ref = torch.nn.functional.conv2d(x, conv.weight * conv.mask, conv.bias, padding=1)
+    torch.testing.assert_close(conv(x), ref)
+
+
+# ------------------------------------------------------------------------------ WaveNet
+
+@pytest.mark.claim("autoregressive.wavenet-dilation")
+@pytest.mark.parametrize("dilations", [[1, 2, 4, 8], [1, 1, 1, 1], [2, 4]])
+def test_wavenet_receptive_field_and_causality(dilations):
+    torch.manual_seed(0)
+    model = WaveNet(levels=2, residual=4, dilations=dilations).double()
+    T, t = 40, 30
+    h = torch.randn(2, 2, T, dtype=torch.float64, requires_grad=True)
+    model.logits_from_onehot(h)[:, :, t].sum().backward()
+    seen = (h.grad.abs().sum((0, 1)) > 0).nonzero().flatten().tolist()
+    R = 1 + sum(dilations) + 1  # k = 2: the shifted first causal conv plus the dilated stack
+    assert model.receptive_field == R == wavenet_receptive_field(2, [1] + dilations)
+    assert seen == list(range(t - R, t))
+
+
+@pytest.mark.claim("autoregressive.wavenet-dilation")
+def test_dilation_doubling_grows_the_field_exponentially():
+    for L in range(1, 10):
+        assert wavenet_receptive_field(2, [2 ** l for l in range(L)]) == 2 ** L
+        assert wavenet_receptive_field(2, [1] * L) == L + 1
+    assert wavenet_receptive_field(3, [1, 2, 4]) == 15
+
+
+# ------------------------------------------------------------------------------ VQ-VAE
+
+@pytest.mark.claim("autoregressive.vq-vae")
+def test_vq_nearest_codebook_and_straight_through(device, dtype):
+    z = randn(2, 5, 3, seed=0, dtype=dtype, device=device).requires_grad_()
+    codebook = randn(7, 3, seed=1, dtype=dtype, device=device).requires_grad_()
+    zq, idx = vq_quantise(z, codebook)
+    d = ((z.detach().cpu().double().numpy()[..., None, :] - codebook.detach().cpu().double().numpy()) ** 2).sum(-1)
+    assert (idx.cpu().numpy() == d.argmin(-1)).all()
+    torch.testing.assert_close(zq, codebook[idx].detach(), rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-15)
+    w = randn(2, 5, 3, seed=2, dtype=dtype, device=device)
+    (zq * w).sum().backward()
+    torch.testing.assert_close(z.grad, w)  # straight-through: gradient copied to the encoder output
+    assert codebook.grad is None or (codebook.grad == 0).all()
+    book, commit = vq_losses(z, codebook, idx, beta=0.25)
+    gz, gc = torch.autograd.grad(commit, (z, codebook), allow_unused=True)
+    assert gc is None and gz.abs().sum() > 0  # commitment trains the encoder only
+    gz, gc = torch.autograd.grad(book, (z, codebook), allow_unused=True)
+    assert gz is None and gc.abs().sum() > 0  # codebook loss trains the codebook only
+    torch.testing.assert_close(commit, 0.25 * ((z - codebook[idx]) ** 2).mean())
+    torch.testing.assert_close(book, ((z - codebook[idx]) ** 2).mean())
+
+
+@pytest.mark.claim("autoregressive.latent-ar-prior")
+def test_ar_prior_over_vq_codes_pipeline():
+    torch.manual_seed(9)
+    K, d = 4, 3
+    codebook = randn(K, d, seed=3)
+    z = randn(5, 3, 3, d, seed=4)  # encoder outputs on a 3 x 3 latent grid
+    _, idx = vq_quantise(z, codebook)
+    prior = PixelCNN(1, K, hidden=8, layers=2, first_kernel=3).double()
+    logp = prior.log_prob(idx[:, None])
+    assert logp.shape == (5,) and torch.isfinite(logp).all() and (logp < 0).all()
+    codes = prior.sample(2, 3, 3, generator=generator(0))[:, 0]  # sample tokens, then look them up
+    zq = codebook[codes]
+    assert zq.shape == (2, 3, 3, d)
+    _, back = vq_quantise(zq, codebook)
+    assert torch.equal(back, codes)
+
+
+# ---------------------------------------------------------------------------- devices
+
+@pytest.mark.claim("generative.autoregressive-tractable")
+def test_models_agree_across_devices(device):
+    torch.manual_seed(0)
+    x = _grids(1, 2, 3, 2)[:9]
+    for model in (PixelCNN(1, 2, hidden=6, layers=2, first_kernel=3), GatedPixelCNN(2, 4, 2), RowLSTM(2, 4)):
+        ref = model.log_prob(x)
+        got = model.to(device).log_prob(x.to(device))
+        torch.testing.assert_close(got.cpu(), ref, rtol=1e-4, atol=1e-5)  # float32 convolutions, a few terms
+    made = MADE(5, [8], order=_perm(5, 0))
+    X = all_binary(5, dtype=torch.float32)
+    torch.testing.assert_close(made.to(device).log_prob(X.to(device)).cpu(), made.cpu().log_prob(X), rtol=1e-4, atol=1e-5)
+
+
+
+# ------------------------------------------------------------------------------ inputs
+
+@pytest.mark.claim("autoregressive.made-masks")
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError, match="x"):
+        FVSBN(3).log_prob(torch.full((2, 3), 0.5))
+    with pytest.raises(ValueError, match="order"):
+        NADE(3, 2, order=torch.tensor([0, 0, 1]))
+    with pytest.raises(ValueError, match="method"):
+        NADE(3, 2).hidden(torch.zeros(1, 3), "fast")
+    with pytest.raises(ValueError, match="D"):
+        made_masks(1, [4])
+    with pytest.raises(TypeError, match="hidden"):
+        made_masks(4, 8)
+    with pytest.raises(ValueError, match="mask_type"):
+        pixelcnn_mask(3, 3, (3, 3), "C", 3)
+    with pytest.raises(ValueError, match="colors"):
+        pixelcnn_mask(4, 6, (3, 3), "A", 3)
+    with pytest.raises(ValueError, match="kernel_size"):
+        pixelcnn_mask(1, 1, (2, 2), "A")
+    with pytest.raises(ValueError, match="x"):
+        PixelCNN(1, 2).log_prob(torch.full((1, 1, 2, 2), 2))
+    with pytest.raises(TypeError, match="x"):
+        PixelCNN(1, 2).log_prob(torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ValueError, match="kernel"):
+        GatedPixelCNN(2, kernel=4)
+    with pytest.raises(ValueError, match="h"):
+        RowLSTM(2).logits_from_onehot(torch.zeros(1, 3, 2, 2))
+    with pytest.raises(ValueError, match="dilations"):
+        wavenet_receptive_field(2, [1, 0])
+    with pytest.raises(ValueError, match="x"):
+        WaveNet(levels=2).log_prob(torch.full((1, 4), 5))
+    with pytest.raises(ValueError, match="n"):
+        TabularAR(0)
+    with pytest.raises(ValueError, match="x"):
+        bernoulli_log_prob(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="codebook"):
+        vq_quantise(torch.zeros(2, 3), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="n"):
+        all_binary(0)
+    with pytest.raises(ValueError, match="height"):
+        PixelCNN(1, 2).sample(1, 0, 3)
+    with pytest.raises(ValueError, match="n"):
+        MADE(3, [4]).sample(0)
+    with pytest.raises(ValueError, match="n"):
+        NADE(3, 2).sample(0)
+    with pytest.raises(ValueError, match="mask"):
+        from impl.autoregressive import MaskedLinear
+        MaskedLinear(3, 2, torch.ones(3, 3))

@@ -106,6 +106,8 @@ def _check_betas(betas):
 
 def _check_t(t, x, T):
     check_tensor(t, "t", ndim=1, floating=False)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"t: expected an integer tensor of time steps, got dtype {t.dtype}")
     if t.shape[0] != x.shape[0]:
         raise ValueError(f"t: expected one time step per sample ({x.shape[0]}), got {t.shape[0]}")
     if t.device != x.device:
@@ -204,8 +206,9 @@ def gaussian_kl(mean1, var1, mean2, var2) -> torch.Tensor:
     """
     for name, v in (("mean1", mean1), ("var1", var1), ("mean2", mean2), ("var2", var2)):
         check_tensor(v, name)
-    if (var1 <= 0).any() or (var2 <= 0).any():
-        raise ValueError("var1: variances must be positive (var1, var2)")
+    for name, v in (("var1", var1), ("var2", var2)):
+        if (v <= 0).any():
+            raise ValueError(f"{name}: variances must be positive")
     m1, v1, m2, v2 = torch.broadcast_tensors(mean1, var1, mean2, var2)
     kl = 0.5 * (torch.log(v2) - torch.log(v1) + (v1 + (m1 - m2) ** 2) / v2 - 1)
     return kl.reshape(kl.shape[0], -1).sum(1)
@@ -286,8 +289,13 @@ def sample(eps_model, shape, betas: torch.Tensor, *, sigma: str = "beta", y=None
     if len(shape) < 1 or any(not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"shape: expected positive ints, got {shape}")
     sigmas = sampling_sigmas(betas, sigma)
-    x = torch.randn(shape, generator=generator, dtype=betas.dtype, device=betas.device) if x_T is None \
-        else check_tensor(x_T, "x_T", shape=shape)
+    if x_T is None:
+        x = torch.randn(shape, generator=generator, dtype=betas.dtype, device=betas.device)
+    else:
+        x = check_tensor(x_T, "x_T", shape=shape)
+        check_same(betas, "betas", x_T=x_T)
+    if y is not None:
+        check_tensor(y, "y", shape=(shape[0],), floating=False)
     traj = [x]
     ab = alpha_bars(betas)
     for t in range(betas.shape[0], 0, -1):
@@ -329,8 +337,8 @@ def mixture_log_density(xt, t, betas, weights, means, stds) -> torch.Tensor:
     """log q(x_t) for x_0 ~ sum_k w_k N(mu_k, s_k^2 I): components N(sqrt(ab) mu_k, (ab s_k^2 + 1 - ab) I).
     xt: (B, D); t: (B,); weights (K,); means (K, D); stds (K,). Returns (B,)."""
     check_tensor(xt, "xt", ndim=2)
-    K, D = means.shape if means.ndim == 2 else (None, None)
     check_tensor(means, "means", shape=(None, xt.shape[1]))
+    K, D = means.shape
     check_tensor(weights, "weights", shape=(K,))
     check_tensor(stds, "stds", shape=(K,))
     _check_betas(betas)
@@ -452,9 +460,10 @@ class _Block(nn.Module):
 class ImageNoisePredictor(nn.Module):
     """A small U-Net eps_theta(x, t[, y]) for images x: (B, C, H, W), H and W even.
 
-    Blocks: enc1 (H), enc2 (H/2), mid (H/2), then up, concatenation with enc1's output, dec, out.
-    ``residuals`` (three tensors) are added to the outputs of enc1, enc2 and mid: the hook a
-    ControlNet branch uses.
+    Encoder blocks enc1 (H), enc2 (H/2), mid (H/2); decoder dec2 on [mid, enc2] (H/2), up, dec1 on
+    [up, enc1] (H), out. ``residuals`` (three tensors) are added to the block outputs the decoder
+    reads (the skips from enc1 and enc2, and mid's output), as ControlNet does; the encoder path
+    itself is left unchanged.
     """
 
     def __init__(self, channels: int = 1, width: int = 32, time_dim: int = 64, num_classes: int = 0):
@@ -471,8 +480,9 @@ class ImageNoisePredictor(nn.Module):
         self.down = nn.Conv2d(width, width, 3, stride=2, padding=1)
         self.enc2 = _Block(width, 2 * width, time_dim)
         self.mid = _Block(2 * width, 2 * width, time_dim)
+        self.dec2 = _Block(4 * width, 2 * width, time_dim)
         self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
-        self.dec = _Block(2 * width, width, time_dim)
+        self.dec1 = _Block(2 * width, width, time_dim)
         self.out = nn.Conv2d(width, channels, 3, padding=1)
 
     def embed(self, x, t, y):
@@ -497,7 +507,8 @@ class ImageNoisePredictor(nn.Module):
             if len(residuals) != 3:
                 raise ValueError(f"residuals: expected 3 tensors, got {len(residuals)}")
             h1, h2, h3 = h1 + residuals[0], h2 + residuals[1], h3 + residuals[2]
-        h = self.dec(torch.cat([self.up(h3), h1], dim=1), e)
+        h = self.dec2(torch.cat([h3, h2], dim=1), e)
+        h = self.dec1(torch.cat([self.up(h), h1], dim=1), e)
         return self.out(F.silu(h))
 
 
@@ -617,18 +628,23 @@ def elbo_terms(eps_model, x0: torch.Tensor, betas: torch.Tensor, sigmas: torch.T
         raise ValueError("sigmas: every sigma_t must be positive for the likelihood to exist")
     B, T = x0.shape[0], betas.shape[0]
     ab = alpha_bars(betas)
-    ones = lambda t: torch.full((B,), t, device=x0.device, dtype=torch.long)  # noqa: E731
-    view = lambda v: v.reshape(-1, *([1] * (x0.ndim - 1))).expand(B, *([1] * (x0.ndim - 1)))  # noqa: E731
-    prior = gaussian_kl(torch.sqrt(ab[-1]) * x0, view((1 - ab[-1])[None]), torch.zeros_like(x0), view(ab.new_ones(1)))
-    x1 = q_sample(x0, ones(1), betas, generator=generator)
-    mu1 = mu_from_eps(x1, ones(1), eps_model(x1, ones(1)), betas)
+
+    def steps(t):
+        return torch.full((B,), t, device=x0.device, dtype=torch.long)
+
+    def const(v):          # a scalar tensor as a per-element variance, broadcast like x0
+        return v.expand_as(x0)
+
+    prior = gaussian_kl(torch.sqrt(ab[-1]) * x0, const(1 - ab[-1]), torch.zeros_like(x0), const(ab.new_ones(())))
+    x1 = q_sample(x0, steps(1), betas, generator=generator)
+    mu1 = mu_from_eps(x1, steps(1), _call(eps_model, x1, steps(1), None), betas)
     # log N(x_0; mu_theta(x_1, 1), sigma_1^2 I)
     s2 = sigmas[0] ** 2
     recon = (-0.5 * (x0 - mu1) ** 2 / s2 - 0.5 * torch.log(2 * math.pi * s2)).reshape(B, -1).sum(1)
     denoise = torch.zeros(B, dtype=x0.dtype, device=x0.device)
     for t in range(2, T + 1):
-        xt = q_sample(x0, ones(t), betas, generator=generator)
-        mq, vq = q_posterior(x0, xt, ones(t), betas)
-        mt = mu_from_eps(xt, ones(t), eps_model(xt, ones(t)), betas)
-        denoise = denoise + gaussian_kl(mq, vq.expand_as(mq), mt, view(sigmas[t - 1:t] ** 2).expand_as(mq))
+        xt = q_sample(x0, steps(t), betas, generator=generator)
+        mq, vq = q_posterior(x0, xt, steps(t), betas)
+        mt = mu_from_eps(xt, steps(t), _call(eps_model, xt, steps(t), None), betas)
+        denoise = denoise + gaussian_kl(mq, vq.expand_as(mq), mt, const(sigmas[t - 1] ** 2))
     return recon, prior, denoise

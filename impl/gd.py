@@ -43,7 +43,7 @@ def sgd_step(params, grads, lr: float) -> None:
     _check_lists(params=params, grads=grads)
     lr = check_float(lr, "lr", min=0, min_open=True)
     for p, g in zip(params, grads):
-        p.sub_(lr * g)
+        p.add_(g, alpha=-lr)  # fused: no temporary for lr * g
 
 
 @torch.no_grad()
@@ -53,7 +53,7 @@ def momentum_step(params, grads, velocity, lr: float, alpha: float) -> None:
     lr = check_float(lr, "lr", min=0, min_open=True)
     alpha = check_float(alpha, "alpha", min=0, max=1, max_open=True)
     for p, g, v in zip(params, grads, velocity):
-        v.mul_(alpha).sub_(lr * g)
+        v.mul_(alpha).add_(g, alpha=-lr)
         p.add_(v)
 
 
@@ -73,7 +73,7 @@ def nesterov_step(params, velocity, grad_fn, lr: float, alpha: float) -> None:
     _check_lists(params=params, grads=grads)
     with torch.no_grad():
         for p, g, v in zip(params, grads, velocity):
-            v.mul_(alpha).sub_(lr * g)
+            v.mul_(alpha).add_(g, alpha=-lr)
             p.add_(v)
 
 

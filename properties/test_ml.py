@@ -8,7 +8,7 @@ import scipy.optimize
 import scipy.stats
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from impl import ml
@@ -19,6 +19,7 @@ from spec.testing import generator, randn, seeds, tol
 
 
 @pytest.mark.claim("ml.perceptron-convergence")
+@settings(max_examples=10)
 @given(seed=seeds(), d=st.integers(1, 5), n=st.integers(2, 60))
 def test_perceptron_mistake_bound_on_separable_data(seed, d, n):
     g = generator(seed)
@@ -57,6 +58,7 @@ def test_perceptron_never_converges_on_xor(record_property):
 
 
 @pytest.mark.claim("ml.map")
+@settings(max_examples=10)
 @given(seed=seeds(), n=st.integers(1, 30), s0=st.floats(0.1, 5.0), m0=st.floats(-3, 3))
 def test_map_gaussian_mean(seed, n, s0, m0):
     x = randn(n, seed=seed) * 1.5 + 0.7
@@ -71,6 +73,7 @@ def test_map_gaussian_mean(seed, n, s0, m0):
 
 
 @pytest.mark.claim("ml.mle")
+@settings(max_examples=10)
 @given(seed=seeds(), n=st.integers(2, 30))
 def test_mle_closed_forms(seed, n):
     g = generator(seed)
@@ -128,6 +131,7 @@ def test_mle_consistent_and_efficient_under_regularity(record_property):
 
 
 @pytest.mark.claim("ml.binary-cross-entropy")
+@settings(max_examples=10)
 @given(seed=seeds())
 def test_binary_cross_entropy(seed):
     g = generator(seed)
@@ -137,6 +141,8 @@ def test_binary_cross_entropy(seed):
     torch.testing.assert_close(L, F.binary_cross_entropy(p, y, reduction="none"))
     torch.testing.assert_close(L, -torch.distributions.Bernoulli(probs=p).log_prob(y))
     s = torch.randn(50, generator=g, dtype=torch.float64) * 10
+    torch.testing.assert_close(ml.binary_cross_entropy_with_logits(s, y), F.binary_cross_entropy_with_logits(s, y, reduction="none"))
+    s = s.clamp(-5, 5)  # where log(1 - sigmoid(s)) has no cancellation, both forms agree to rounding
     torch.testing.assert_close(ml.binary_cross_entropy_with_logits(s, y), ml.binary_cross_entropy(torch.sigmoid(s), y))
 
 
@@ -155,10 +161,10 @@ def test_binary_cross_entropy_extremes(device):
 
 
 @pytest.mark.claim("ml.cross-entropy-decomposition")
+@settings(max_examples=10)
 @given(seed=seeds(), d=st.integers(2, 10))
 def test_cross_entropy_is_entropy_plus_kl(seed, d):
     g = generator(seed)
-    p = torch.distributions.Dirichlet(torch.ones(d, dtype=torch.float64)).sample() if False else None
     p = torch.rand(d, generator=g, dtype=torch.float64) ** 3
     p[0] = 0.0  # a zero-probability outcome: 0 log 0 = 0
     p /= p.sum()
@@ -173,10 +179,11 @@ def test_cross_entropy_is_entropy_plus_kl(seed, d):
 
 # ------------------------------------------------------------------------ universal approximation
 
-GRID = torch.linspace(-1, 1, 20001, dtype=torch.float64)
+GRID = torch.linspace(-1, 1, 2001, dtype=torch.float64)
 
 
 @pytest.mark.claim("ml.universal-approximation-domain", role="refutes")
+@settings(max_examples=10)
 @given(seed=seeds(), K=st.integers(1, 50))
 def test_no_network_approximates_x_squared_on_the_real_line(seed, K, ):
     g = generator(seed)
@@ -212,6 +219,7 @@ def test_one_hidden_relu_layer_approximates_on_compact_set(K, record_property):
 
 
 @pytest.mark.claim("ml.universal-approximation-activation", role="refutes")
+@settings(max_examples=10)
 @given(seed=seeds(), K=st.integers(1, 200))
 def test_quadratic_activation_cannot_approximate_abs(seed, K):
     g = generator(seed)
@@ -264,6 +272,7 @@ def _autograd(x, Ws, bs, act, target):
 
 
 @pytest.mark.claim("ml.mlp-backward-inputs", "ml.mlp-backward-bias")
+@settings(max_examples=10)
 @given(seed=seeds(), act=st.sampled_from(["tanh", "sigmoid", "relu"]), depth=st.integers(1, 4))
 def test_mlp_delta_recursion_matches_autograd(seed, act, depth):
     widths = [3] + [5 + (seed + l) % 3 for l in range(depth - 1)] + [2]
@@ -271,6 +280,11 @@ def test_mlp_delta_recursion_matches_autograd(seed, act, depth):
     target = torch.zeros(7, 2, dtype=torch.float64)
     zs, as_, gW, gb, gx = _autograd(x, Ws, bs, act, target)
     _, fprime = ACTIVATIONS[act]
+    # the forward pass against torch.nn's layers with the same weights
+    ref = x
+    for W, b in zip(Ws, bs):
+        ref = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}[act](F.linear(ref, W, b))
+    torch.testing.assert_close(zs[-1].detach(), ref)
     # the notes' recursion, one layer at a time, against autograd's dL/dz^(l)
     for l in range(1, depth):
         rec = (zs[l + 1].grad * fprime(as_[l].detach())) @ Ws[l]

@@ -276,6 +276,8 @@ _PRIMES = (1, 2654435761, 805459861)
 def spatial_hash(corners: torch.Tensor, table_size: int) -> torch.Tensor:
     """Instant-NGP's hash (x_1 pi_1 XOR x_2 pi_2 XOR x_3 pi_3) mod T. corners: (..., 3) integer -> (...)."""
     check_tensor(corners, "corners", floating=False)
+    if corners.is_floating_point() or corners.is_complex() or corners.dtype == torch.bool:
+        raise TypeError(f"corners: expected an integer tensor, got {corners.dtype}")
     check_int(table_size, "table_size", min=1)
     c = corners.long()
     h = (c[..., 0] * _PRIMES[0]) ^ (c[..., 1] * _PRIMES[1]) ^ (c[..., 2] * _PRIMES[2])

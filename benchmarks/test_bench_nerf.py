@@ -1,0 +1,121 @@
+"""NeRF kernels: volume rendering (vectorised against a per-ray loop, and the notes' cumprod form against
+the log-space form on 65536 rays x 128 samples) and hash-encoding throughput (2^20 points; 2^16 quick)."""
+
+import pytest
+import torch
+
+from impl import nerf as nf
+
+
+def _run(benchmark, quick, fn, *args, group, role, rounds=5, **info):
+    benchmark.group = group
+    benchmark.extra_info["role"] = role
+    benchmark.extra_info.update(info)
+    benchmark.pedantic(fn, args=args, rounds=3 if quick else rounds, iterations=1, warmup_rounds=1)
+
+
+def _rays(R, N, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sigma = torch.rand(R, N, generator=g) * 3
+    t = torch.sort(torch.rand(R, N + 1, generator=g) * 4, -1).values
+    colors = torch.rand(R, N, 3, generator=g)
+    return sigma, colors, t
+
+
+def render_loop(sigma, colors, t):
+    """Reference: one ray at a time, one sample at a time, as the notes' sum is written."""
+    out = torch.empty(sigma.shape[0], 3)
+    for r in range(sigma.shape[0]):
+        T, c = 1.0, torch.zeros(3)
+        for i in range(sigma.shape[1]):
+            a = 1 - torch.exp(-sigma[r, i] * (t[r, i + 1] - t[r, i]))
+            c = c + T * a * colors[r, i]
+            T = T * (1 - a)
+        out[r] = c
+    return out
+
+
+# Per-ray loop against the vectorised kernel on the same rays: a loop over all 65536 rays x 128 samples
+# would take minutes, so both sides render a subset (256 rays; 32 quick) and the ratio is per ray.
+def test_volume_render_loop(benchmark, quick):
+    data = _rays(32 if quick else 256, 128)
+    _run(benchmark, quick, render_loop, *data, group="nerf.volume-render-vs-loop", role="reference", rounds=1,
+         rays=data[0].shape[0], samples=128)
+
+
+def test_volume_render_vectorised_subset(benchmark, quick):
+    data = _rays(32 if quick else 256, 128)
+    _run(benchmark, quick, nf.volume_render, data[0], data[1], data[2], group="nerf.volume-render-vs-loop",
+         role="kernel", rays=data[0].shape[0], samples=128)
+
+
+# 65536 rays x 128 samples (8192 quick): the notes' cumprod weights against the log-space weights,
+# and a sweep over the number of rays (time should grow linearly).
+_CACHE = {}
+
+
+@pytest.fixture
+def full(quick):
+    key = ("rays", quick)
+    if key not in _CACHE:
+        _CACHE[key] = _rays(8192 if quick else 65536, 128)
+    return _CACHE[key]
+
+
+def test_volume_render_cumprod(benchmark, quick, full):
+    sigma, _, t = full
+    _run(benchmark, quick, nf.alpha_compositing_weights, sigma, t, group="nerf.volume-render", role="reference",
+         rays=sigma.shape[0], samples=128)
+
+
+def test_volume_render_logspace(benchmark, quick, full):
+    sigma, colors, t = full
+    _run(benchmark, quick, nf.volume_render, sigma, colors, t, group="nerf.volume-render", role="kernel",
+         rays=sigma.shape[0], samples=128)
+
+
+@pytest.mark.parametrize("frac", [4, 2, 1])
+def test_volume_render_sweep(benchmark, quick, full, frac):
+    sigma, colors, t = full
+    n = sigma.shape[0] // frac
+    _run(benchmark, quick, nf.volume_render, sigma[:n], colors[:n], t[:n], group=f"nerf.volume-render-sweep-{n}",
+         role="kernel", size=n, sweep="nerf.volume-render-rays")
+
+
+# Hash encoding: 8 levels of 2 features, finest resolution 128, table 2^19. Reference: the same levels as
+# dense grids interpolated by torch's fused grid_sample (which the hash table replaces to save memory).
+@pytest.fixture
+def hash_setup(quick):
+    key = ("hash", quick)
+    if key not in _CACHE:
+        _CACHE[key] = _hash_setup(quick)
+    return _CACHE[key]
+
+
+def _hash_setup(quick):
+    torch.manual_seed(0)
+    enc = nf.HashEncoding(n_levels=8, log2_table_size=19, n_features=2, base_resolution=16, finest_resolution=128)
+    torch.nn.init.normal_(enc.tables)
+    x = torch.rand(2**16 if quick else 2**20, 3)
+    grids = [torch.randn(1, 2, r + 1, r + 1, r + 1) for r in enc.resolutions]
+    return enc, x, grids
+
+
+def dense_grid_sample(grids, x):
+    g = (x * 2 - 1)[None, None, None]
+    return torch.cat([torch.nn.functional.grid_sample(gr, g, align_corners=True)[0, :, 0, 0].T for gr in grids], -1)
+
+
+def test_hash_encoding_dense_grid_sample(benchmark, quick, hash_setup):
+    _, x, grids = hash_setup
+    with torch.no_grad():
+        _run(benchmark, quick, dense_grid_sample, grids, x, group="nerf.hash-encoding", role="reference",
+             points=x.shape[0], rounds=3)
+
+
+def test_hash_encoding(benchmark, quick, hash_setup):
+    enc, x, _ = hash_setup
+    with torch.no_grad():
+        _run(benchmark, quick, enc, x, group="nerf.hash-encoding", role="kernel", points=x.shape[0], rounds=3)
+    if benchmark.stats is not None:  # None under --benchmark-disable / xdist
+        benchmark.extra_info["points_per_s"] = x.shape[0] / benchmark.stats.stats.median

@@ -37,7 +37,7 @@ class FiniteMDP(NamedTuple):
 
 def check_mdp(P, R, name_p: str = "P", name_r: str = "R") -> tuple[int, int]:
     """Validate P: (..., S, A, S) stochastic and R: (..., S, A); return (S, A)."""
-    check_tensor(P, name_p, finite=True)
+    check_tensor(P, name_p)
     if P.ndim < 3 or P.shape[-1] != P.shape[-3]:
         raise ValueError(f"{name_p}: expected shape (..., S, A, S), got {tuple(P.shape)}")
     S, A = P.shape[-3], P.shape[-2]
@@ -45,12 +45,21 @@ def check_mdp(P, R, name_p: str = "P", name_r: str = "R") -> tuple[int, int]:
     if tuple(R.shape) != tuple(P.shape[:-1]):
         raise ValueError(f"{name_r}: expected shape {tuple(P.shape[:-1])} to match {name_p}, got {tuple(R.shape)}")
     check_same(P, name_p, **{name_r: R})
-    if (P < 0).any():
+    # Two reductions cover it all: a NaN or inf entry makes the row-sum error NaN or inf.
+    if P.numel() and P.min() < 0:
         raise ValueError(f"{name_p}: transition probabilities must be >= 0")
-    err = (P.sum(-1) - 1).abs().max()
-    if err > (1e-9 if P.dtype == torch.float64 else 1e-4):
+    err = (P.sum(-1) - 1).abs().max() if P.numel() else torch.zeros(())
+    if not err <= (1e-9 if P.dtype == torch.float64 else 1e-4):
         raise ValueError(f"{name_p}: rows P[..., s, a, :] must sum to 1 (max error {float(err):.2e})")
     return S, A
+
+
+def _check_index(t, name: str, **kw) -> torch.Tensor:
+    """An integer (state or action index) tensor."""
+    check_tensor(t, name, floating=False, **kw)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name}: expected an integer tensor of indices, got dtype {t.dtype}")
+    return t
 
 
 def _check_gamma(gamma, *, open_one: bool = True) -> float:
@@ -70,10 +79,8 @@ def _check_policy(policy, P, name: str = "policy") -> torch.Tensor:
 
 def deterministic_policy(actions: torch.Tensor, n_actions: int, dtype=torch.float64) -> torch.Tensor:
     """pi : S -> A as probabilities. actions: (..., S) long -> (..., S, A) one-hot."""
-    check_tensor(actions, "actions", floating=False)
+    _check_index(actions, "actions")
     check_int(n_actions, "n_actions", min=1)
-    if actions.is_floating_point() or actions.dtype == torch.bool:
-        raise TypeError("actions: expected an integer tensor")
     if actions.numel() and (actions.min() < 0 or actions.max() >= n_actions):
         raise ValueError(f"actions: entries must lie in [0, {n_actions})")
     return nn.functional.one_hot(actions, n_actions).to(dtype)
@@ -93,7 +100,8 @@ def random_mdp(batch: int, n_states: int, n_actions: int, *, generator: torch.Ge
     # Dirichlet via normalised Gamma draws; exponential for concentration 1 keeps it cheap.
     shape = (batch, n_states, n_actions, n_states)
     if concentration == 1.0:
-        g = -torch.rand(shape, generator=generator, dtype=dtype, device=gdev).clamp_min(1e-300).log()
+        # rand can return exactly 0: clamp at the dtype's smallest normal so the log stays finite
+        g = -torch.rand(shape, generator=generator, dtype=dtype, device=gdev).clamp_min(torch.finfo(dtype).tiny).log()
     else:
         g = torch._standard_gamma(torch.full(shape, concentration, dtype=dtype, device=gdev), generator=generator)
     P = g / g.sum(-1, keepdim=True)
@@ -236,6 +244,11 @@ def q_values(P, R, V, gamma) -> torch.Tensor:
         raise ValueError(f"V: expected last dimension {S}, got shape {tuple(V.shape)}")
     check_same(P, "P", V=V)
     gamma = _check_gamma(gamma, open_one=False)
+    return _q(P, R, V, gamma)
+
+
+def _q(P, R, V, gamma):
+    # the sweep itself, without the input checks (loops call it thousands of times)
     return R + gamma * torch.einsum("...sat,...t->...sa", P, V)
 
 
@@ -280,7 +293,7 @@ def policy_evaluation_iterative(P, R, policy, gamma, *, tol: float = 1e-10, max_
     check_float(tol, "tol", min=0.0, min_open=True)
     check_int(max_iter, "max_iter", min=1)
     P_pi, r_pi = policy_matrices(P, R, policy)
-    V = torch.zeros_like(r_pi) if V0 is None else check_tensor(V0, "V0", finite=True).clone()
+    V = torch.zeros_like(r_pi) if V0 is None else check_tensor(V0, "V0", finite=True, shape=tuple(r_pi.shape)).clone()
     for k in range(1, max_iter + 1):
         V_new = r_pi + gamma * (P_pi @ V.unsqueeze(-1)).squeeze(-1)
         done = (V_new - V).abs().max() < tol
@@ -301,8 +314,10 @@ def value_iteration(P, R, gamma, *, tol: float = 1e-10, max_iter: int = 100_000,
     check_float(tol, "tol", min=0.0)
     check_int(max_iter, "max_iter", min=1)
     V = torch.zeros(R.shape[:-1], dtype=R.dtype, device=R.device) if V0 is None else check_tensor(V0, "V0", finite=True).clone()
+    if V.shape[-1] != S:
+        raise ValueError(f"V0: expected last dimension {S}, got shape {tuple(V.shape)}")
     for k in range(1, max_iter + 1):
-        V_new = bellman_optimality(P, R, V, gamma)
+        V_new = _q(P, R, V, gamma).amax(-1)
         diff = (V_new - V).abs().max()
         V = V_new
         if diff <= tol:
@@ -320,6 +335,10 @@ def policy_iteration(P, R, gamma, *, policy0=None, max_iter: int = 10_000) -> tu
     S, A = check_mdp(P, R)
     gamma = _check_gamma(gamma)
     check_int(max_iter, "max_iter", min=1)
+    if policy0 is not None:
+        check_tensor(policy0, "policy0", floating=False, shape=tuple(R.shape[:-1]))
+        if policy0.min() < 0 or policy0.max() >= A:
+            raise ValueError(f"policy0: actions must lie in [0, {A})")
     actions = torch.zeros(R.shape[:-1], dtype=torch.long, device=R.device) if policy0 is None else policy0.clone()
     scale = 1 + R.abs().max() / (1 - gamma)
     margin = scale * (1e-10 if R.dtype == torch.float64 else 1e-4)
@@ -368,7 +387,11 @@ def env_step(P, R, states, actions, generator=None) -> tuple[torch.Tensor, torch
     if P.ndim != 3:
         raise ValueError("P: sampling takes a single MDP of shape (S, A, S)")
     for n, t in (("states", states), ("actions", actions)):
-        check_tensor(t, n, ndim=1, floating=False)
+        _check_index(t, n, ndim=1)
+    return _step(P, R, states, actions, generator)
+
+
+def _step(P, R, states, actions, generator):
     return _sample_rows(P[states, actions], generator), R[states, actions]
 
 
@@ -387,7 +410,7 @@ def epsilon_greedy(Q, states, epsilon, generator=None) -> torch.Tensor:
     Q: (N, S, A) one table per run, states: (N,) -> actions (N,) long.
     """
     check_tensor(Q, "Q", ndim=3, finite=True)
-    check_tensor(states, "states", ndim=1, floating=False)
+    _check_index(states, "states", ndim=1)
     epsilon = check_float(epsilon, "epsilon", min=0.0, max=1.0)
     N, _, A = Q.shape
     q = Q[torch.arange(N, device=Q.device), states]
@@ -412,7 +435,7 @@ def sample_episodes(mdp: FiniteMDP, policy, n_episodes: int, horizon: int, gener
     live = ~terminal[s]
     for _ in range(horizon):
         a = _sample_rows(policy[s], generator)
-        s2, r = env_step(P, R, s, a, generator)
+        s2, r = _step(P, R, s, a, generator)
         states.append(s2), actions.append(a), rewards.append(r * live), alive.append(live)
         live = live & ~terminal[s2]
         s = s2
@@ -440,7 +463,7 @@ def mc_evaluation(states, rewards, alive, gamma, n_states: int, *, first_visit: 
     states: (..., E, T) the states S_t at which each step starts, rewards, alive: (..., E, T).
     Returns (V (..., S), visit counts (..., S)); states never visited get 0 and count 0.
     """
-    check_tensor(states, "states", floating=False)
+    _check_index(states, "states")
     check_tensor(rewards, "rewards", finite=True)
     check_tensor(alive, "alive", floating=False)
     check_int(n_states, "n_states", min=1)
@@ -462,6 +485,7 @@ def td0_update(V, states, rewards, next_states, gamma, alpha) -> torch.Tensor:
     V: (N, S), states, next_states: (N,), rewards: (N,), alpha: float or (N,). Returns the new V.
     """
     check_tensor(V, "V", ndim=2)
+    _check_index(states, "states", shape=(V.shape[0],))
     idx = torch.arange(V.shape[0], device=V.device)
     delta = rewards + gamma * V[idx, next_states] - V[idx, states]
     V = V.clone()
@@ -471,6 +495,7 @@ def td0_update(V, states, rewards, next_states, gamma, alpha) -> torch.Tensor:
 
 def sarsa_update(Q, s, a, r, s2, a2, gamma, alpha) -> torch.Tensor:
     """Q(S, A) += alpha [r(S, A) + gamma Q(S', A') - Q(S, A)] for N runs. Q: (N, S, A)."""
+    check_tensor(Q, "Q", ndim=3)
     idx = torch.arange(Q.shape[0], device=Q.device)
     delta = r + gamma * Q[idx, s2, a2] - Q[idx, s, a]
     Q = Q.clone()
@@ -480,6 +505,7 @@ def sarsa_update(Q, s, a, r, s2, a2, gamma, alpha) -> torch.Tensor:
 
 def q_learning_update(Q, s, a, r, s2, gamma, alpha) -> torch.Tensor:
     """Q(S, A) += alpha [R + gamma max_a Q(S', a) - Q(S, A)] for N runs. Q: (N, S, A)."""
+    check_tensor(Q, "Q", ndim=3)
     idx = torch.arange(Q.shape[0], device=Q.device)
     delta = r + gamma * Q[idx, s2].amax(-1) - Q[idx, s, a]
     Q = Q.clone()
@@ -524,7 +550,7 @@ def run_td0(mdp: FiniteMDP, policy, gamma, *, n_runs: int, n_steps: int, alpha: 
     for _ in range(n_steps):
         s = _restart(mdp, s, generator)
         a = _sample_rows(policy[s], generator)
-        s2, r = env_step(P, R, s, a, generator)
+        s2, r = _step(P, R, s, a, generator)
         counts[idx, s] += 1
         V = td0_update(V, s, r, s2, gamma, _step_size(counts[idx, s], alpha, decay))
         s = s2
@@ -552,7 +578,7 @@ def run_sarsa(mdp: FiniteMDP, gamma, *, n_runs: int, n_steps: int, alpha: float 
     s = _sample_rows(mdp.start.expand(n_runs, -1), generator)
     a = act(Q, s)
     for _ in range(n_steps):
-        s2, r = env_step(P, R, s, a, generator)
+        s2, r = _step(P, R, s, a, generator)
         a2 = act(Q, s2)
         counts[idx, s, a] += 1
         Q = sarsa_update(Q, s, a, r, s2, a2, gamma, _step_size(counts[idx, s, a], alpha, decay))
@@ -581,7 +607,7 @@ def run_q_learning(mdp: FiniteMDP, gamma, *, n_runs: int, n_steps: int, alpha: f
     for _ in range(n_steps):
         s = _restart(mdp, s, generator)
         a = epsilon_greedy(Q, s, epsilon, generator) if behaviour is None else _sample_rows(behaviour[s], generator)
-        s2, r = env_step(P, R, s, a, generator)
+        s2, r = _step(P, R, s, a, generator)
         counts[idx, s, a] += 1
         Q = q_learning_update(Q, s, a, r, s2, gamma, _step_size(counts[idx, s, a], alpha, decay))
         s = s2
@@ -610,7 +636,7 @@ def cartpole_step(state, action) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     beyond 2.4), with Gymnasium CartPole-v1's equations of motion.
     """
     check_tensor(state, "state", ndim=2, shape=(None, 4))
-    check_tensor(action, "action", ndim=1, floating=False)
+    _check_index(action, "action", ndim=1)
     c = _CP
     x, x_dot, th, th_dot = state.unbind(-1)
     force = torch.where(action == 1, c["force"], -c["force"]).to(state.dtype)
@@ -670,7 +696,7 @@ def dqn_loss(q_net: nn.Module, s, a, r, s2, done, gamma, target_net: nn.Module |
     if not isinstance(q_net, nn.Module):
         raise TypeError("q_net: expected an nn.Module")
     check_tensor(r, "r", ndim=1)
-    check_tensor(a, "a", ndim=1, floating=False)
+    _check_index(a, "a", ndim=1)
     gamma = _check_gamma(gamma, open_one=False)
     with torch.no_grad():
         target = r + gamma * (~done).to(r.dtype) * (target_net or q_net)(s2).amax(-1)
@@ -722,6 +748,10 @@ def train_dqn(*, n_envs: int = 16, steps: int = 3000, gamma: float = 0.99, lr: f
     from a periodically copied network. `steps` counts vector steps (n_envs transitions each)."""
     check_int(n_envs, "n_envs", min=1)
     check_int(steps, "steps", min=1)
+    check_int(batch, "batch", min=1)
+    check_float(lr, "lr", min=0.0, min_open=True)
+    check_float(epsilon_end, "epsilon_end", min=0.0, max=1.0)
+    check_int(target_every, "target_every", min=1)
     gamma = _check_gamma(gamma)
     q = QNetwork(4, 2).to(device)
     target = QNetwork(4, 2).to(device)
@@ -750,6 +780,10 @@ def train_dqn(*, n_envs: int = 16, steps: int = 3000, gamma: float = 0.99, lr: f
 
 def cartpole_episode_lengths(policy_fn, n: int = 32, max_steps: int = 500, generator=None, device="cpu") -> torch.Tensor:
     """Steps each of n carts survives (capped at max_steps) under policy_fn: (n, 4) -> (n,) actions."""
+    if not callable(policy_fn):
+        raise TypeError("policy_fn: expected a callable (n, 4) -> (n,) actions")
+    check_int(n, "n", min=1)
+    check_int(max_steps, "max_steps", min=1)
     s = cartpole_reset(n, generator=generator, device=device)
     alive = torch.ones(n, dtype=torch.bool, device=device)
     length = torch.zeros(n, dtype=torch.long, device=device)
@@ -904,7 +938,7 @@ def train_actor_critic(mdp: FiniteMDP, gamma, *, n_runs: int = 64, n_steps: int 
         s = _restart(mdp, s, generator)
         pi = torch.softmax(logits, -1)
         a = _sample_rows(pi[s].detach(), generator)
-        s2, r = env_step(P, R, s, a, generator)
+        s2, r = _step(P, R, s, a, generator)
         v = critic(eye[s]).squeeze(-1)
         v2 = critic(eye[s2]).squeeze(-1) * (~mdp.terminal[s2])
         target = (r + gamma * v2).detach()

@@ -1034,3 +1034,78 @@ def test_levenberg_marquardt_matches_scipy_least_squares():
                             xtol=1e-15, ftol=1e-15, gtol=1e-15)
         np.testing.assert_allclose(p[b].numpy(), ref.x, rtol=1e-7, atol=1e-9)
         assert cost[b].item() == pytest.approx(2 * ref.cost, rel=1e-8)
+
+
+# ------------------------------------------------------------------ review: boundary cases
+
+@pytest.mark.claim("body.pictorial-structure")
+def test_pictorial_labels_one_past_the_end_rejected():
+    unary, pos, parents, off, k = _random_ps(0, 3, 2)          # L = 4 labels: 4 is out of range
+    with pytest.raises(ValueError, match="labels"):
+        B.pictorial_energy(unary, pos, parents, off, k, torch.full((2, 3), 4))
+    with pytest.raises(ValueError, match="labels"):
+        B.pictorial_energy(unary, pos, parents, off, k, torch.full((2, 3), -1))
+
+
+@pytest.mark.claim("body.rigid-bone-transforms")
+def test_rodrigues_series_branch_accurate_up_to_its_threshold():
+    # Angles just below the switch to the Taylor series (t^2 < 1e-6): the series must agree with
+    # SciPy to rounding (its first neglected terms are O(t^6) ~ 1e-18 relative).
+    d = torch.nn.functional.normalize(randn(8, 3, seed=40), dim=-1)
+    r = d * torch.linspace(5e-4, 9.99e-4, 8, dtype=F64)[:, None]
+    np.testing.assert_allclose(B.rodrigues(r).numpy(), Rotation.from_rotvec(r.numpy()).as_matrix(), rtol=0, atol=1e-15)
+
+
+@pytest.mark.claim("body.direct-regression-refinement")
+def test_crop_clamps_each_axis_to_its_own_size():
+    # A wide image (H = 3, W = 7): a centre right of the image is clamped to column W - 1 = 6,
+    # one below it to row H - 1 = 2.
+    img = torch.arange(21, dtype=F64).view(1, 3, 7)
+    patch, c = B.crop_patches(img, torch.tensor([[9.0, 1.0]], dtype=F64), 3)
+    assert c.tolist() == [[6.0, 1.0]]
+    assert patch[0].tolist() == [[5, 6, 0], [12, 13, 0], [19, 20, 0]]
+    patch, c = B.crop_patches(img.transpose(1, 2).contiguous(), torch.tensor([[1.0, 9.0]], dtype=F64), 3)
+    assert c.tolist() == [[1.0, 6.0]]
+
+
+@pytest.mark.claim("body.heatmap-stages")
+def test_each_stage_sees_the_previous_stage_not_the_first():
+    torch.manual_seed(1)
+    net = B.MultiStageHeatmapNet(in_channels=2, joints=3, stages=3, hidden=4, kernel=3)
+    x = torch.randn(1, 2, 10, 10)
+    with torch.no_grad():
+        before = [o.clone() for o in net(x)]
+        net.stages[1][-1].bias += 1.0                         # change stage 2's beliefs only
+        after = net(x)
+    assert torch.equal(before[0], after[0])                    # stage 1 untouched
+    assert (before[2] - after[2]).abs().max() > 1e-6           # stage 3 reads stage 2's output
+
+
+@pytest.mark.claim("body.fit-joints2d")
+def test_fit_objective_is_reprojection_plus_priors_without_the_root():
+    # One LM iteration is enough to check what is minimised: the returned loss must be
+    # L_reproj + prior_weight |theta_{1..23}|^2 + shape_weight |beta|^2, recomputed here from the
+    # returned parameters (the global orientation, index 0, is not penalised: it faces the camera).
+    m = small_model()
+    betas, pose, transl, init = _fit_problem(1, 36, m)
+    x = B.project(B.smpl(m, betas, pose, transl)[1], 1.0, torch.zeros_like(transl))
+    pw, sw = 1e-2, 1e-3
+    out = B.fit_to_joints2d(m, x, 1.0, prior_weight=pw, shape_weight=sw, init_pose=init, iterations=1)
+    j = B.smpl(m, out["betas"], out["pose"], out["transl"])[1]
+    reproj = ((B.project(j, 1.0, torch.zeros_like(transl)) - x) ** 2).sum()
+    want = reproj + pw * (out["pose"][:, 1:] ** 2).sum() + sw * (out["betas"] ** 2).sum()
+    assert out["loss"].item() == pytest.approx(want.item(), rel=1e-10)
+    assert pw * (out["pose"][:, 0] ** 2).sum().item() > 1e-3 * want.item()   # a root prior would show
+
+
+@pytest.mark.claim("body.template-capture")
+def test_tracking_starts_each_frame_from_the_previous_solution():
+    # The same frame twice, one LM iteration per frame: started from frame 1's solution, frame 2
+    # is fitted strictly better (LM accepts only improving steps and one step does not converge);
+    # a tracker restarting from the rest pose would repeat frame 1's result.
+    m = small_model()
+    betas = randn(1, 10, seed=37)
+    frame, _ = B.smpl(m, betas, random_pose(1, 38, scale=0.3))
+    p_hat, t_hat = B.track_sequence(m, betas, frame.expand(2, -1, -1), iterations=1)
+    err = (B.smpl(m, betas.expand(2, 10), p_hat, t_hat)[0] - frame).square().sum((-1, -2))
+    assert err[1] < 0.99 * err[0]

@@ -410,3 +410,64 @@ def test_bad_input_is_rejected_with_the_argument_named():
         cnn.conv1d_toeplitz(torch.zeros(2, 2), 3)
     with pytest.raises(TypeError, match="T"):
         cnn.impulse_response(3, 4)
+
+
+# --------------------------------------------------------------------------- review: non-square, overlapping, bias
+
+
+@pytest.mark.claim("cnn.backward-input", "cnn.backward-kernel")
+@pytest.mark.parametrize("kh, kw", [(2, 3), (3, 1), (1, 2)])
+def test_backward_formulas_with_non_square_kernels(kh, kw):
+    # Non-square kernels separate the two spatial axes (a pad or flip applied to the wrong axis
+    # is invisible with k x k kernels). Expected values: autograd through torch's own conv2d.
+    x = randn(2, 3, 6, 5, seed=kh * 10 + kw).requires_grad_()
+    w = randn(4, 3, kh, kw, seed=kh * 10 + kw + 1).requires_grad_()
+    z = F.conv2d(x, w.flip(-2, -1))  # the notes' convolution, computed by torch
+    delta = randn(*z.shape, seed=kh * 10 + kw + 2)
+    gx, gw = torch.autograd.grad(z, (x, w), delta)
+    assert_close(cnn.conv_backward_input(delta, w.detach()), gx)
+    assert_close(cnn.conv_backward_kernel(delta, x.detach()), gw)
+
+
+@pytest.mark.claim("cnn.correlation-formula")
+def test_correlation_with_per_axis_stride_dilation_padding():
+    # Distinct settings per axis, against torch's conv2d: catches an axis mix-up in either kernel.
+    x, w, b = randn(2, 2, 11, 9, seed=7), randn(3, 2, 2, 3, seed=8), randn(3, seed=9)
+    p = dict(stride=(1, 2), padding=(2, 0), dilation=(2, 1))
+    ref = F.conv2d(x, w, b, **p)
+    assert_close(cnn.correlate2d(x, w, b, **p), ref)
+    assert_close(cnn.correlate2d_reference(x, w, b, **p), ref)
+
+
+@pytest.mark.claim("cnn.max-pool-gradient", role="corrects")
+@pytest.mark.parametrize("k, s", [(3, 2), (2, 1)])
+def test_max_pool_gradient_sums_over_overlapping_windows(k, s):
+    # With overlapping windows one input can be the maximum of several windows: its gradient is
+    # the sum of their deltas (chain rule). Unique maxima (continuous draws); autograd of torch's
+    # max_pool2d is the reference.
+    x = randn(2, 2, 7, 8, seed=k + s).requires_grad_()
+    v, idx = cnn.max_pool2d(x.detach(), k, s)
+    delta = randn(*v.shape, seed=k + s + 1)
+    (g,) = torch.autograd.grad(F.max_pool2d(x, k, s), x, delta)
+    counts = torch.bincount(idx.flatten(2)[0, 0], minlength=7 * 8)
+    assert counts.max() >= 2  # the case is exercised: some input is the max of two windows
+    assert_close(cnn.max_pool2d_backward(delta, idx, (7, 8)), g)
+
+
+@pytest.mark.claim("cnn.transposed-conv")
+@pytest.mark.parametrize("stride, pad", [(1, 0), (2, 1)])
+def test_transposed_conv_non_square_kernel_and_bias(stride, pad):
+    x, w, b = randn(2, 3, 4, 5, seed=stride), randn(3, 2, 2, 4, seed=stride + 1), randn(2, seed=stride + 2)
+    assert_close(cnn.transposed_conv2d(x, w, b, stride=stride, padding=pad),
+                 F.conv_transpose2d(x, w, b, stride=stride, padding=pad))
+
+
+@pytest.mark.claim("cnn.unpooling")
+def test_max_unpool_rejects_an_index_one_past_the_end():
+    # Indices address the flattened H*W plane: H*W itself is out of range (an off-by-one).
+    with pytest.raises(ValueError, match="indices"):
+        cnn.max_unpool2d(torch.zeros(1, 1, 1, 1), torch.full((1, 1, 1, 1), 16), (4, 4))
+    with pytest.raises(ValueError, match="indices"):
+        cnn.max_unpool2d(torch.zeros(1, 1, 1, 1), torch.full((1, 1, 1, 1), -1), (4, 4))
+    out = cnn.max_unpool2d(torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 15), (4, 4))
+    assert out[0, 0, 3, 3] == 1 and out.sum() == 1

@@ -260,9 +260,23 @@ def test_point_cloud_loss_values():
     # the trivial f = 0 fits the points but pays the eikonal term: loss = lam exactly
     zero = lambda p: 0.0 * p.sum(-1)  # noqa: E731
     torch.testing.assert_close(im.point_cloud_loss(zero, surface, space, lam=0.1), torch.tensor(0.1, dtype=F64))
+    # the zero-loss set is not unique: the (unsigned) distance to the samples themselves has f(x_i) = 0 and
+    # unit gradient wherever a single sample is nearest (almost everywhere), yet it is not the sphere's SDF
+    def to_samples(p):
+        return torch.cdist(p, surface, compute_mode="donot_use_mm_for_euclid_dist").min(dim=-1).values
+
+    assert im.point_cloud_loss(to_samples, surface, space, lam=0.1) < 1e-20
+    assert (to_samples(space) - true(space).abs()).abs().max() > 0.05
     # f = 2 (|x| - 0.5): surface residual (2 * 0.1)^2 each, ||grad|| = 2 everywhere -> (2 - 1)^2
     f2 = lambda p: 2 * (torch.linalg.vector_norm(p, dim=-1) - 0.5)  # noqa: E731
     torch.testing.assert_close(im.point_cloud_loss(f2, surface, space, lam=0.3), torch.tensor(0.04 + 0.3, dtype=F64))
+    # f = a (|x| - 0.6): zero on the points, ||grad|| = a -> loss = lam (a - 1)^2 (a squared, not absolute,
+    # deviation) and d loss / da = 2 lam (a - 1): the eikonal term must pass gradients to the parameters
+    a = torch.tensor(3.0, dtype=F64, requires_grad=True)
+    loss = im.point_cloud_loss(lambda p: a * (torch.linalg.vector_norm(p, dim=-1) - 0.6), surface, space, lam=0.25)
+    torch.testing.assert_close(loss.detach(), torch.tensor(0.25 * 4, dtype=F64))
+    (da,) = torch.autograd.grad(loss, a)
+    torch.testing.assert_close(da, torch.tensor(2 * 0.25 * 2, dtype=F64))
 
 
 # --------------------------------------------------------------------------- mesh extraction
@@ -289,6 +303,21 @@ def test_marching_vertices_on_surface_and_match_skimage(record_property):
     assert abs(area - sk_area) / sk_area < 0.01 and abs(area - 4 * math.pi) / (4 * math.pi) < 0.01
     record_property("evidence", f"max |sdf(v)| {err:.2e} <= {bound:.2e}; skimage verts within {nearest.max():.1e}; "
                                 f"area {area:.4f} vs skimage {sk_area:.4f} vs 4 pi {4 * math.pi:.4f}")
+
+
+@pytest.mark.claim("implicit.inference-marching-cubes")
+def test_grid_and_marching_in_world_coordinates():
+    """grid_points(n, b)[i, j, k] = (-b + i h, -b + j h, -b + k h), h = 2b / (n - 1); meshing an off-centre sphere
+    sampled on it puts the vertices (index frame, shifted by -b) on that sphere in world coordinates."""
+    n, b = 14, 1.3
+    h = 2 * b / (n - 1)
+    grid = im.grid_points(n, b)
+    i, j, k = 3, 7, 11
+    torch.testing.assert_close(grid[i, j, k], torch.tensor([-b + i * h, -b + j * h, -b + k * h], dtype=F64))
+    centre = torch.tensor([0.3, -0.2, 0.1], dtype=F64)
+    verts, _ = im.marching_tetrahedra(im.sdf_sphere(grid - centre, 0.7), 0.0, h)
+    err = im.sdf_sphere(verts - b - centre, 0.7).abs().max().item()
+    assert err <= 3 * h**2 / 8 / (0.7 - math.sqrt(3) * h)  # the interpolation bound of the test above
 
 
 def test_marching_faces_oriented_outwards():
@@ -542,15 +571,16 @@ def test_occupancy_root_at_threshold_and_pixel_colour():
 @pytest.mark.claim("implicit.plane-from-cross-product", role="refutes")
 def test_cross_product_plane_degenerate_for_parallel_vectors(record_property):
     a = torch.tensor([1.0, -1.0, 0.0], dtype=F64)  # a direction in the plane x + y + z = 1
-    n = torch.linalg.cross(a, 2 * a)
-    assert (n == 0).all()  # every point satisfies 0 x + 0 y + 0 z + k = 0 with k = 0: no plane
-    # position vectors of two points of the plane (not directions) give a wrong normal
-    p1, p2, p3 = torch.eye(3, dtype=F64)
-    n_pos = torch.linalg.cross(p1, p2)
-    k = -(n_pos @ p1)
-    assert abs((n_pos @ p3 + k).item()) > 0.5  # the third point of the plane is off the resulting "plane"
-    record_property("evidence", "a = (1,-1,0), b = 2a -> n = 0; a, b = (1,0,0), (0,1,0) as points of x+y+z=1 -> "
-                                "n = (0,0,1), and (0,0,1) is off n.x + k = 0")
+    b = 2 * a  # another vector on that plane, parallel to a
+    n = torch.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+    assert (n == 0).all()
+    k = -(n @ torch.tensor([1.0, 0.0, 0.0], dtype=F64))  # substitute the plane's point (1, 0, 0)
+    assert k == 0
+    # every point of space, on the plane or not, satisfies n_1 x + n_2 y + n_3 z + k = 0: no plane
+    off = torch.tensor([[0.0, 0.0, 0.0], [5.0, -3.0, 2.0]], dtype=F64)
+    assert ((off @ n + k) == 0).all() and ((off.sum(-1) - 1) != 0).all()
+    record_property("evidence", "a = (1,-1,0), b = 2a on x+y+z=1 -> n = 0, k = 0: the equation 0 = 0 holds off the "
+                                "plane, e.g. at (5,-3,2)")
 
 
 @pytest.mark.claim("implicit.plane-from-cross-product", role="corrects")
@@ -577,6 +607,18 @@ def test_torus_sdf_zero_set_matches_equation():
     eq = (torch.sqrt(x[:, 0] ** 2 + x[:, 1] ** 2) - R) ** 2 + x[:, 2] ** 2 - r**2
     # the SDF and the implicit equation have the same sign everywhere (same inside, same surface)
     assert (torch.sign(im.sdf_torus(x, R, r)) == torch.sign(eq)).all()
+    # converse: every solution of the equation is a point of the parametric torus. Take (x, y) with
+    # |sqrt(x^2 + y^2) - R| < r, solve for z >= 0 and z <= 0, recover u = atan2(y, x), v = atan2(z, rho - R)
+    xy = x[:, :2] * 0.7
+    rho = torch.linalg.vector_norm(xy, dim=-1)
+    keep = (rho - R).abs() < r
+    xy, rho = xy[keep], rho[keep]
+    assert keep.sum() > 100
+    for sgn in (1.0, -1.0):
+        z = sgn * torch.sqrt(r**2 - (rho - R) ** 2)
+        pts = torch.cat([xy, z[:, None]], -1)
+        u, v = torch.atan2(xy[:, 1], xy[:, 0]), torch.atan2(z, rho - R)
+        torch.testing.assert_close(_torus_param(u, v, R, r), pts, rtol=0, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- input validation

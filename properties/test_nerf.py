@@ -66,6 +66,9 @@ def test_density_independent_of_view_direction():
     assert (gd == 0).all()
     (gc,) = torch.autograd.grad(rgb1.sum(), d1)
     assert gc.abs().max() > 0 and (rgb1 - rgb2).abs().max() > 1e-6  # the colour does depend on it
+    # while the density is a function of the position trunk: its parameters receive gradient
+    gt = torch.autograd.grad(s1.sum(), list(net.trunk.parameters()) + list(net.sigma_head.parameters()))
+    assert all(t.abs().max() > 0 for t in gt)
 
 
 @pytest.mark.claim("nerf.one-colour-layer")
@@ -185,6 +188,10 @@ def test_stratified_one_uniform_sample_per_bin(record_property):
     # uniform within each bin: mean 1/2, standard error sqrt(1/12 / R)
     se = math.sqrt(1 / 12 / R)
     assert ((u.mean(0) - 0.5).abs() < 6 * se).all()
+    # and uniform, not just centred (a fixed midpoint has the right mean): Kolmogorov-Smirnov on the offsets
+    from scipy.stats import kstest
+
+    assert kstest(u.flatten().numpy(), "uniform").pvalue > 1e-6
     record_property("evidence", f"per-bin mean offset {u.mean(0).min():.4f}..{u.mean(0).max():.4f}, 6 SE {6 * se:.4f}")
 
 
@@ -202,6 +209,9 @@ def test_hierarchical_sampling_follows_weights():
     # within a bin the samples are uniform (piecewise-constant pdf): bin 1 of ray 0 has mean 1.5
     inside = s[0][(s[0] >= 1) & (s[0] < 2)]
     assert abs(inside.mean().item() - 1.5) < 6 * math.sqrt(1 / 12 / inside.numel())
+    from scipy.stats import kstest
+
+    assert kstest((inside - 1).numpy(), "uniform").pvalue > 1e-6
 
 
 @pytest.mark.claim("nerf.sample-along-ray")
@@ -217,6 +227,73 @@ def test_render_field_hierarchical_concentrates_on_surface():
     # the 32 importance samples fall where the coarse weights are: around the slab's front
     frac = ((t >= 0.75) & (t <= 1.75)).sum(-1).to(F64) / 48
     assert (frac > 0.6).all()
+
+
+@pytest.mark.claim("nerf.sample-along-ray")
+def test_render_field_fine_pass_uses_fine_field():
+    """The fine pass renders the union of coarse and importance depths with ``fine_field``."""
+    calls = []
+
+    def slab(colour):
+        def field(x, d):
+            calls.append((colour, x.shape[1]))
+            inside = ((x[..., 2] >= 1.0) & (x[..., 2] <= 1.5)).to(x.dtype)
+            return torch.tensor(colour, dtype=x.dtype).expand(x.shape), 50.0 * inside
+        return field
+
+    o = torch.zeros(4, 3, dtype=F64)
+    d = torch.tensor([0.0, 0.0, 1.0], dtype=F64).expand(4, 3)
+    c, w, _ = nf.render_field(slab((1.0, 0.0, 0.0)), o, d, 0.0, 4.0, 16, generator(17), n_importance=8,
+                              fine_field=slab((0.0, 1.0, 0.0)))
+    assert calls == [((1.0, 0.0, 0.0), 16), ((0.0, 1.0, 0.0), 24)]
+    # the colour is the fine field's, scaled by the opacity sum_i w_i
+    torch.testing.assert_close(c, w.sum(-1, keepdim=True) * torch.tensor([0.0, 1.0, 0.0], dtype=F64))
+
+
+@pytest.mark.claim("nerf.alpha-transmittance")
+def test_render_field_intervals_cover_the_whole_ray():
+    """With evenly spaced samples from t_near and the last interval running to t_far, a constant density
+    sigma gives the opacity sum_i T_i alpha_i = 1 - exp(-sigma (t_far - t_near)) of the whole ray."""
+    def fog(x, d):
+        return torch.ones_like(x), torch.full(x.shape[:-1], 0.7, dtype=x.dtype)
+
+    o = torch.zeros(3, 3, dtype=F64)
+    d = torch.nn.functional.normalize(torch.randn(3, 3, generator=generator(18), dtype=F64), dim=-1)
+    _, w, t = nf.render_field(fog, o, d, 0.5, 2.5, 7, stratified=False)
+    torch.testing.assert_close(t[0], torch.linspace(0.5, 2.5, 8, dtype=F64)[:-1])
+    torch.testing.assert_close(w.sum(-1), torch.full((3,), 1 - math.exp(-0.7 * 2.0), dtype=F64))
+
+
+@pytest.mark.claim("nerf.hash-interpolation")
+def test_hash_upper_boundary_equals_grid_sample():
+    """x on the upper faces of [0, 1]^3 (where floor(x N) = N) interpolates within the last cell. The dense
+    grid (N + 1)^3 = 16^3 fills the 2^12-row table exactly, so no row outside the grid may be indexed."""
+    enc = nf.HashEncoding(n_levels=1, log2_table_size=12, n_features=2, base_resolution=15, finest_resolution=15)
+    enc = enc.double()
+    torch.nn.init.normal_(enc.tables)
+    g = generator(19)
+    x = torch.rand(30, 3, generator=g, dtype=F64)
+    x[:10, 0], x[10:20, 1], x[20:, :] = 1.0, 1.0, 1.0
+    n = enc.resolutions[0] + 1
+    assert n**3 == enc.table_size
+    grid = enc.tables[0][: n**3].reshape(n, n, n, 2).permute(3, 0, 1, 2)[None]
+    ref = torch.nn.functional.grid_sample(grid, (x * 2 - 1)[None, None, None], mode="bilinear",
+                                          align_corners=True)[0, :, 0, 0].T
+    torch.testing.assert_close(enc(x), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_instant_ngp_field_normalises_by_bound():
+    """The field sees x / bound: the same weights with bound b at b x give what bound 1 gives at x."""
+    torch.manual_seed(0)
+    f1 = nf.InstantNGPField(bound=1.0, hidden=8, n_levels=2, log2_table_size=8, finest_resolution=8).double()
+    f2 = nf.InstantNGPField(bound=2.5, hidden=8, n_levels=2, log2_table_size=8, finest_resolution=8).double()
+    torch.nn.init.normal_(f1.encoding.tables)
+    f2.load_state_dict(f1.state_dict())
+    g = generator(20)
+    x = torch.rand(16, 3, generator=g, dtype=F64) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(16, 3, generator=g, dtype=F64), dim=-1)
+    for a, b in zip(f1(x, d), f2(2.5 * x, d)):
+        torch.testing.assert_close(a, b)
 
 
 # --------------------------------------------------------------------------- cost of rendering
@@ -391,6 +468,17 @@ def test_pinhole_rays_through_target():
     o, d = nf.pinhole_rays(eye, R, 5, 5, 4.0)
     # the centre pixel's ray points from the eye at the target
     torch.testing.assert_close(d[12], -eye / torch.linalg.vector_norm(eye))
+    # a right-handed frame: right x up = backward (det +1), up on the side of the world's up
+    torch.testing.assert_close(torch.det(R), torch.tensor(1.0, dtype=F64))
+    assert R[:, 1] @ torch.tensor([0.0, 0.0, 1.0], dtype=F64) > 0
+    # a camera on the +z axis looking at the origin with up = +y sees +x on the right and +y at the top:
+    # row 0, column 0 (top left) looks up and to the left, the last pixel (bottom right) down and right
+    eye = torch.tensor([0.0, 0.0, 3.0], dtype=F64)
+    R = nf.look_at(eye, torch.zeros(3, dtype=F64), torch.tensor([0.0, 1.0, 0.0], dtype=F64))
+    torch.testing.assert_close(R, torch.eye(3, dtype=F64))
+    _, d = nf.pinhole_rays(eye, R, 4, 6, 5.0)
+    assert d[0, 0] < 0 and d[0, 1] > 0 and d[-1, 0] > 0 and d[-1, 1] < 0 and (d[:, 2] < 0).all()
+    assert d[5, 0] > 0 and d[5, 1] > 0  # end of the first row: top right
 
 
 def test_bad_inputs_rejected():

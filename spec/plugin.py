@@ -108,7 +108,10 @@ def pytest_collection_modifyitems(session, config, items):
             else:
                 roles_seen.setdefault(cid, set()).add(role)
         item.user_properties.append(("claims", [[c, r] for c, r in marks]))
-        if not sections or any(c.split(".", 1)[0] in sections for c, _ in marks):
+        # A section's run keeps the tests of its claims and every test in its own files
+        # (properties/test_<stem>.py, ...), so its bad-input tests run too.
+        if not sections or any(c.split(".", 1)[0] in sections for c, _ in marks) \
+                or Path(str(item.fspath)).stem.removeprefix("test_") in sections:
             keep.append(item)
     # A full collection, or an explicit --claims-section, must back every claim it covers.
     if sections or _full_collection(config):

@@ -226,7 +226,7 @@ def test_td0_update_formula():
     torch.testing.assert_close(out, exp, rtol=0, atol=1e-15)
 
 
-@pytest.mark.claim("rl.mc-unbiased")
+@pytest.mark.claim("rl.mc-unbiased", role="corrects")
 def test_first_visit_mc_is_unbiased(record_property):
     # Each estimate uses one episode from state 0; 20000 independent estimates average to v(0).
     gw = rl.gridworld(2, 3)
@@ -245,6 +245,42 @@ def test_first_visit_mc_is_unbiased(record_property):
     bias_every = float(Ve[:, 0].mean() - v[0])
     record_property("evidence", f"first-visit single-episode estimate of v(0) = {v[0]:.4f}: mean {est.mean():.4f} "
                     f"+- {se:.4f}; every-visit single-episode mean differs by {bias_every:+.4f}")
+
+
+def _geometric_episode_mc(first_visit):
+    """One non-terminal state 0 (reward 1 per step, stay w.p. q = 1/2, else to the terminal state 1),
+    gamma 0.9. Every episode length L = 1..80 (P(L) = (1 - q) q^(L-1); the tail past 80 is 2^-80) fed
+    to the implementation's MC: returns (exact E[single-episode estimate of v(0)], v(0), q, gamma)."""
+    q, gamma, K = 0.5, 0.9, 80
+    L = torch.arange(1, K + 1)
+    alive = torch.arange(K)[None, :] < L[:, None]                  # (K episodes, K steps)
+    states = torch.zeros(K, 1, K, dtype=torch.long)
+    V, cnt = rl.mc_evaluation(states, alive.double()[:, None], alive[:, None], gamma, 2, first_visit=first_visit)
+    assert (cnt[:, 0] == (1 if first_visit else L)).all()
+    pL = (1 - q) * q ** (L - 1).double()
+    P = torch.tensor([[[q, 1 - q]], [[0.0, 1.0]]], dtype=F64)
+    R = torch.tensor([[1.0], [0.0]], dtype=F64)
+    v = rl.policy_evaluation(P, R, torch.ones(2, 1, dtype=F64), gamma)[0]
+    assert abs(float(v) - 1 / (1 - q * gamma)) < 1e-14          # v(0) = 1 / (1 - q gamma)
+    return float((pL * V[:, 0]).sum()), float(v), q, gamma
+
+
+@pytest.mark.claim("rl.mc-unbiased", role="refutes")
+def test_every_visit_mc_is_biased(record_property):
+    mean_every, v, q, gamma = _geometric_episode_mc(first_visit=False)
+    # the same expectation from the formula: the mean of the returns (1 - gamma^(L-t)) / (1 - gamma), t < L
+    ref = sum((1 - q) * q ** (n - 1) * sum((1 - gamma ** (n - t)) / (1 - gamma) for t in range(n)) / n
+              for n in range(1, 200))
+    assert abs(mean_every - ref) < 1e-12
+    assert v - mean_every > 0.3                                    # exact sums on both sides
+    record_property("evidence", f"one state, continue w.p. 1/2, r = 1, gamma 0.9: E[every-visit estimate] = "
+                    f"{mean_every:.4f} but v = {v:.4f} (exact, by enumerating episode lengths)")
+
+
+@pytest.mark.claim("rl.mc-unbiased", role="corrects")
+def test_first_visit_mc_expectation_is_exact():
+    mean_first, v, _, _ = _geometric_episode_mc(first_visit=True)
+    assert abs(mean_first - v) < 1e-12
 
 
 @pytest.mark.claim("rl.mc-high-variance")
@@ -465,6 +501,16 @@ def test_vi_bound_is_attained():
         torch.testing.assert_close((V - 5).abs().max(), torch.tensor(0.8 ** k * 5, dtype=F64), rtol=1e-12, atol=0)
 
 
+@pytest.mark.claim("rl.vi-finite-steps", role="corrects")
+def test_value_iteration_stops_exactly_when_episodes_are_bounded():
+    # every episode of the DAG MDP ends within 4 steps: V_k = v_* from k = 4 on, so V_old = V_new at sweep 5
+    m = _dag_mdp(3)
+    v_star, _ = rl.optimal_values_by_enumeration(m.P, m.R, 0.9)
+    V, k = rl.value_iteration(m.P, m.R, 0.9, tol=0.0)
+    assert k <= 5
+    torch.testing.assert_close(V, v_star, rtol=0, atol=1e-12)
+
+
 def _sweeps_to(m, gamma, v_star, eps):
     V = torch.zeros_like(v_star)
     k = 0
@@ -577,6 +623,20 @@ def test_sarsa_update_formula_and_on_policy_limit(record_property):
     record_property("evidence", f"SARSA (fixed pi) rms |Q - q_pi| = {err:.3f} over 256 runs; max |q_* - q_pi| = {gap:.3f}")
 
 
+@pytest.mark.claim("rl.sarsa")
+def test_sarsa_follows_the_policy_from_each_episode_start():
+    # 1x3 corridor from cell 0, pi = RIGHT in cells 0 and 1 (LEFT in the terminal cell 2, never used for
+    # acting), alpha = 1, gamma = 0.9. Worked by hand: step 1 Q(0,R) = -1; step 2 Q(1,R) = -1 + 0.9 Q(2,.) = -1,
+    # restart; step 3 Q(0,R) = -1 + 0.9 (-1) = -1.9; steps 4-6 repeat. A' at each restart comes from pi(. | s_0),
+    # so no other pair is ever updated.
+    gw = rl.gridworld(1, 3)._replace(start=torch.eye(3, dtype=F64)[0])
+    pi = rl.deterministic_policy(torch.tensor([rl.RIGHT, rl.RIGHT, rl.LEFT]), 4)
+    Q = rl.run_sarsa(gw, 0.9, n_runs=3, n_steps=6, alpha=1.0, policy=pi, generator=generator(0))
+    exp = torch.zeros(3, 3, 4, dtype=F64)
+    exp[:, 0, rl.RIGHT], exp[:, 1, rl.RIGHT] = -1.9, -1.0
+    torch.testing.assert_close(Q, exp, rtol=0, atol=1e-15)
+
+
 @pytest.mark.claim("rl.q-learning")
 def test_q_learning_off_policy_converges_to_q_star(record_property):
     Q = torch.tensor([[[0.0, 1.0], [3.0, -1.0]]], dtype=F64)
@@ -613,6 +673,60 @@ def test_q_learning_on_frozen_lake_many_runs(device):
     # its greedy policy is near-optimal (state 0 has a near-tie between LEFT and DOWN)
     g = rl.deterministic_policy(Q.mean(0).argmax(-1), 4)
     assert float(rl.policy_evaluation(lake.P, lake.R, g, gamma)[0]) > float(v_star[0]) - 0.01
+
+
+@pytest.mark.claim("rl.td-update")
+@pytest.mark.claim("rl.sarsa")
+@pytest.mark.claim("rl.q-learning")
+def test_update_rules_symbol_by_symbol_batched():
+    # N runs, random tables; each run's update written out from the notes' formulas, one run at a time.
+    # Q(S', A') != max_a Q(S', a) != Q(S', A) here, so SARSA and Q-learning targets are told apart.
+    N, S, A, gamma = 6, 4, 3, 0.8
+    g = generator(17)
+    V = torch.randn(N, S, generator=g, dtype=F64)
+    Q = torch.randn(N, S, A, generator=g, dtype=F64)
+    s, s2 = torch.randint(S, (N,), generator=g), torch.randint(S, (N,), generator=g)
+    a, a2 = torch.randint(A, (N,), generator=g), torch.randint(A, (N,), generator=g)
+    r = torch.randn(N, generator=g, dtype=F64)
+    alpha = torch.rand(N, generator=g, dtype=F64)
+    Vn, Qs, Qq = V.clone(), Q.clone(), Q.clone()
+    for n in range(N):
+        i, j, b, b2 = int(s[n]), int(s2[n]), int(a[n]), int(a2[n])
+        Vn[n, i] += alpha[n] * (r[n] + gamma * V[n, j] - V[n, i])
+        Qs[n, i, b] += alpha[n] * (r[n] + gamma * Q[n, j, b2] - Q[n, i, b])
+        Qq[n, i, b] += alpha[n] * (r[n] + gamma * max(Q[n, j].tolist()) - Q[n, i, b])
+    torch.testing.assert_close(rl.td0_update(V, s, r, s2, gamma, alpha), Vn, rtol=0, atol=1e-14)
+    torch.testing.assert_close(rl.sarsa_update(Q, s, a, r, s2, a2, gamma, alpha), Qs, rtol=0, atol=1e-14)
+    torch.testing.assert_close(rl.q_learning_update(Q, s, a, r, s2, gamma, alpha), Qq, rtol=0, atol=1e-14)
+
+
+@pytest.mark.claim("rl.mc-may-not-terminate")
+def test_episodes_stop_at_terminal_states():
+    # 1x3 corridor, always RIGHT from cell 0: 0 -> 1 -> 2 (goal). Steps 0 and 1 are taken, then none.
+    gw = rl.gridworld(1, 3)._replace(start=torch.eye(3, dtype=F64)[0])
+    right = rl.deterministic_policy(torch.full((3,), rl.RIGHT), 4)
+    states, _, rewards, alive = rl.sample_episodes(gw, right, 4, 5, generator(0))
+    assert states[0].tolist() == [0, 1, 2, 2, 2, 2]
+    assert alive[0].tolist() == [True, True, False, False, False]
+    assert rewards[0].tolist() == [-1.0, -1.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.claim("rl.td-update")
+@pytest.mark.claim("rl.q-learning")
+def test_td_and_q_learning_on_episodic_mdp():
+    # episodes end within 4 steps: learners must restart from s_0, else they sit in the terminal state
+    m = _dag_mdp(5)
+    gamma = 0.9
+    pi = _rand_policy(5, 5, 2)
+    v = rl.policy_evaluation(m.P, m.R, pi, gamma)
+    V = rl.run_td0(m, pi, gamma, n_runs=64, n_steps=400, alpha=1.0, decay=0.7, generator=generator(1))
+    # ~100 episodes per run: each run's rms error is ~0.06, the mean of 64 runs is within ~0.015 per state
+    assert float((V.mean(0) - v).abs().max()) < 0.06 and float(((V - v) ** 2).mean().sqrt()) < 0.1
+    q_star = rl.q_values(m.P, m.R, rl.optimal_values_by_enumeration(m.P, m.R, gamma)[0], gamma)
+    uniform = torch.full((5, 2), 0.5, dtype=F64)
+    Q = rl.run_q_learning(m, gamma, n_runs=64, n_steps=400, alpha=1.0, decay=0.7, behaviour=uniform,
+                          generator=generator(2))
+    assert float((Q.mean(0)[0] - q_star[0]).abs().max()) < 0.1
 
 
 @pytest.mark.claim("rl.unvisited-states")
@@ -712,6 +826,21 @@ def test_replay_sampling_decorrelates(record_property):
     assert abs(rho_buf) < 6 / math.sqrt(len(batch))
     record_property("evidence", f"lag-1 correlation of pole angle: consecutive transitions {rho_traj:.3f}, "
                     f"replay samples {rho_buf:+.4f}")
+
+
+@pytest.mark.claim("rl.replay-buffer")
+def test_replay_buffer_samples_only_what_it_holds():
+    buf = rl.ReplayBuffer(8, 2, dtype=F64)
+    s = torch.arange(1.0, 11.0, dtype=F64)[:, None].expand(10, 2)      # transition i carries the value i + 1
+    a, r, d = torch.zeros(10, dtype=torch.long), torch.arange(10.0, dtype=F64), torch.zeros(10, dtype=torch.bool)
+    buf.add(s[:5], a[:5], r[:5], s[:5], d[:5])
+    n = 20_000
+    got = buf.sample(n, generator(0))[0][:, 0]
+    freq = torch.stack([(got == v).double().mean() for v in range(1, 6)])
+    assert torch.isin(got, s[:5, 0]).all()                              # never an empty slot
+    assert ((freq - 0.2).abs() <= 6 * math.sqrt(0.2 * 0.8 / n)).all()    # uniform over the 5 stored
+    buf.add(s[5:], a[5:], r[5:], s[5:], d[5:])                          # 10 > capacity 8: the ring drops 1, 2
+    assert buf.size == 8 and set(buf.sample(n, generator(1))[0][:, 0].tolist()) == set(range(3, 11))
 
 
 @pytest.mark.claim("rl.dqn-encoder")
@@ -876,6 +1005,31 @@ def test_state_baseline_subtracted_from_rewards_biases(record_property):
     torch.testing.assert_close(est2, est, rtol=1e-10, atol=1e-12)
     record_property("evidence", f"b(s_t) = v_pi(s_t) subtracted from each reward in (sum grad log pi)(sum gamma^t (r_t - b)): "
                     f"exact E[g] misses grad J by {bias:.3g} (max entry; |grad J| max {float(grad_J.abs().max()):.3g})")
+
+
+@pytest.mark.claim("rl.reinforce")
+@pytest.mark.claim("rl.baseline", role="corrects")
+def test_reinforce_surrogate_per_trajectory_formula():
+    # the surrogate's gradient, trajectory by trajectory, against closed-form softmax scores and the
+    # estimators written out with explicit sums over t (an arbitrary baseline tells b's sign apart)
+    m, theta, T, gamma = _pg_problem(4)
+    pi = torch.softmax(theta, -1).detach()
+    s, a, r, _ = rl.sample_episodes(m, pi, 5, T, generator(6))
+    s = s[:, :-1]
+    b = torch.randn(5, T, generator=generator(7), dtype=F64)
+    score = _softmax_scores(s, a, pi)                                        # (N, T, S, A)
+    for causal in (False, True):
+        got, = torch.autograd.grad(rl.reinforce_surrogate(torch.log_softmax(theta, -1)[s, a], r, gamma,
+                                                          baseline=b, reward_to_go=causal), theta)
+        exp = torch.zeros(3, 2, dtype=F64)
+        for i in range(5):
+            for t in range(T):
+                if causal:   # grad log pi(a_t|s_t) (sum_{t'>=t} gamma^t' r_t' - gamma^t b(s_t))
+                    c = sum(gamma ** u * r[i, u] for u in range(t, T)) - gamma ** t * b[i, t]
+                    exp += score[i, t] * c
+                else:        # (sum_t grad log pi) (sum_t' gamma^t' (r_t' - b_t'))
+                    exp += score[i, t] * sum(gamma ** u * (r[i, u] - b[i, u]) for u in range(T))
+        torch.testing.assert_close(got, exp / 5, rtol=1e-12, atol=1e-12)
 
 
 def _softmax_scores(states, actions, pi):
@@ -1072,7 +1226,12 @@ def test_log_trajectory_probability_is_not_sum_of_log_pi(record_property):
     s, a, _, _ = rl.sample_episodes(lake, pi, 1, 3, generator(0))
     logp_dyn = sum(math.log(float(lake.P[s[0, t], a[0, t], s[0, t + 1]])) for t in range(2))
     log_pi = float(torch.log(pi[s[0, :3], a[0, :3]]).sum())
-    assert logp_dyn < -1.0                                 # slippery moves: each step has prob. <= 2/3
+    assert logp_dyn <= 2 * math.log(2 / 3) + 1e-12         # slippery moves: each step has prob. <= 2/3
+    # and on every trajectory of a random MDP with a uniform start over 3 states (the implementation's
+    # enumeration): log p(tau) - sum_t log pi = log p(s_1) + log p(s_2 | s_1, a_1) <= -log 3
+    m = _rand_mdp(9, 3, 2)
+    _, _, lpi, lp, _ = rl.enumerate_trajectories(m, _rand_policy(9, 3, 2), 2)
+    assert (lp - lpi.sum(-1) <= -math.log(3) + 1e-12).all()
     record_property("evidence", f"slippery FrozenLake trajectory {s[0, :3].tolist()}: log p(tau) = "
                     f"{log_pi + logp_dyn:.3f} but sum_t log pi = {log_pi:.3f}")
 

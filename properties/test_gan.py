@@ -98,6 +98,38 @@ def test_k_discriminator_steps_per_generator_step():
     assert "".join(seen) == "DDDDG" * 3
 
 
+@pytest.mark.claim("gan.k-step-training")
+@pytest.mark.claim("gan.non-saturating")
+def test_train_gan_uses_the_requested_generator_loss():
+    # The reported generator losses have the sign of the chosen objective: the minimax loss
+    # E log(1 - D(G(z))) is negative, the non-saturating -E log D(G(z)) positive; and the first
+    # one equals the objective computed independently from D's first-step logits.
+    for kind, sign in (("saturating", -1.0), ("non-saturating", 1.0)):
+        torch.manual_seed(1)
+        g_net, d_net = nn.Linear(2, 1), nn.Linear(1, 1)
+        gen = generator(2)
+        hist = gan.train_gan(g_net, d_net, lambda: torch.randn(16, 1, generator=gen),
+                             lambda: torch.randn(16, 2, generator=gen), steps=3, k=1, loss=kind)
+        assert all(sign * v > 0 for v in hist["g_loss"])
+    torch.manual_seed(1)
+    g_net, d_net = nn.Linear(2, 1), nn.Linear(1, 1)
+    gen = generator(2)
+    real, noise_d, noise_g = (torch.randn(16, 1, generator=gen), torch.randn(16, 2, generator=gen),
+                              torch.randn(16, 2, generator=gen))
+    torch.manual_seed(1)
+    g_ref, d_ref = nn.Linear(2, 1), nn.Linear(1, 1)
+    opt = torch.optim.Adam(d_ref.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    d_loss = F.binary_cross_entropy_with_logits(d_ref(real), torch.ones(16, 1)) + \
+        F.binary_cross_entropy_with_logits(d_ref(g_ref(noise_d).detach()), torch.zeros(16, 1))
+    opt.zero_grad()
+    d_loss.backward()
+    opt.step()
+    expected = torch.log(1 - torch.sigmoid(d_ref(g_ref(noise_g)))).mean()
+    batches = iter([real, noise_d, noise_g])
+    hist = gan.train_gan(g_net, d_net, lambda: next(batches), lambda: next(batches), steps=1, k=1, loss="saturating")
+    assert hist["g_loss"][0] == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.claim("gan.k-step-training")
 def test_gan_learns_1d_gaussian(record_property):
@@ -226,6 +258,9 @@ def test_value_at_optimal_discriminator_is_minus_log4_plus_2js(seed, k):
     v_eq = gan.value_function_densities(p_d, p_d, gan.optimal_discriminator(p_d, p_d))
     torch.testing.assert_close(v_eq, torch.tensor(-LOG4, dtype=F64), **tol(F64))
     torch.testing.assert_close(gan.optimal_discriminator(p_d, p_d), torch.full_like(p_d, 0.5), rtol=0, atol=0)
+    # Where both densities vanish D* is documented as 1/2 (the value of p / (p + p) for any p > 0).
+    zero = torch.zeros(3, dtype=F64)
+    torch.testing.assert_close(gan.optimal_discriminator(zero, zero), torch.full_like(zero, 0.5), rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- convergence argument
@@ -401,6 +436,13 @@ def test_unrolled_gradient_differentiates_through_future_d(k):
           - unrolled_objective(torch.tensor(theta0 - h, dtype=F64, requires_grad=True))) / (2 * h)
     torch.testing.assert_close(grad.reshape(()), fd.detach(), rtol=1e-6, atol=1e-8)
     assert d.psi.item() == psi0        # the real D is not modified by the look-ahead
+    # The minimax (saturating) objective is unrolled the same way: E log(1 - D'(G(z))).
+    sat = gan.unrolled_generator_loss(g, d, torch.zeros(2, 1, dtype=F64), torch.zeros(2, 1, dtype=F64),
+                                      k=k, lr=lr, kind="saturating")
+    psi = torch.tensor(psi0, dtype=F64)
+    for _ in range(k):
+        psi = dirac_d_step(torch.tensor(theta0, dtype=F64), psi.requires_grad_(True), lr).detach()
+    torch.testing.assert_close(sat, torch.log(1 - torch.sigmoid(psi * theta0)), **tol(F64))
 
 
 # --------------------------------------------------------------------------- likelihood intractable
@@ -548,6 +590,41 @@ def test_gradient_penalty_nonlinear_critic_matches_manual():
     assert critic[0].weight.grad.abs().sum() > 0 and critic[2].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.claim("gan.gradient-penalty-stabilizes")
+def test_gradient_penalty_makes_critic_training_converge(record_property):
+    # Real ~ N(0, 1), fake = real + 2 (W1 = 2, mean gap m = -2), linear critic D(x) = w x + b.
+    # Without a Lipschitz constraint E D(x) - E D(x^) = w m is unbounded: gradient ascent moves w
+    # by lr |m| per step for ever. With the penalty 10 (|w| - 1)^2 (grad_x D = w everywhere) the
+    # objective w m - 10 (|w| - 1)^2 is maximised at w* = sign(m) (1 + |m| / 20) = -1.1.
+    real = randn(256, 1, seed=1)
+    fake = real + 2.0
+    m = float(real.mean() - fake.mean())
+
+    def train(steps, penalty):
+        w = torch.zeros(1, dtype=F64, requires_grad=True)
+        b = torch.zeros(1, dtype=F64, requires_grad=True)
+        opt = torch.optim.SGD([w, b], lr=0.02)
+        critic = lambda x: x[:, 0] * w + b             # noqa: E731
+        for i in range(steps):
+            loss = gan.wgan_critic_loss(critic(real), critic(fake))
+            if penalty:
+                loss = loss + gan.gradient_penalty(critic, real, fake, weight=10.0,
+                                                   eps=torch.rand(256, generator=generator(i), dtype=F64))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return float(w.detach()), float(-gan.wgan_critic_loss(critic(real), critic(fake)).detach())
+    (w_free_1, v_free_1), (w_free_2, v_free_2) = train(100, False), train(200, False)
+    (w_gp_1, v_gp_1), (w_gp_2, v_gp_2) = train(100, True), train(200, True)
+    w_star = math.copysign(1 + abs(m) / 20, m)
+    record_property("evidence", f"no penalty: w = {w_free_1:.2f} after 100 steps, {w_free_2:.2f} after 200 (critic value "
+                                f"{v_free_1:.1f} -> {v_free_2:.1f}, unbounded); with GP: w = {w_gp_2:.6f} "
+                                f"(w* = {w_star:.6f}), value {v_gp_2:.4f} vs W1 = 2")
+    assert w_free_2 == pytest.approx(2 * w_free_1, rel=1e-9) and v_free_2 > 2 * v_free_1 - 1e-9 and v_free_2 > 15
+    assert w_gp_1 == pytest.approx(w_star, abs=1e-9) and w_gp_2 == pytest.approx(w_star, abs=1e-9)
+    assert v_gp_2 == pytest.approx(abs(m) * (1 + abs(m) / 20), rel=1e-9)
+
+
 # ---------------------------------------------------------------------------------------- StyleGAN
 
 @pytest.mark.claim("gan.stylegan-adain", role="refutes")
@@ -611,6 +688,21 @@ def test_inversion_predicts_mask():
     image, mask = out[:, :20], torch.sigmoid(out[:, 20:])
     z = gan.invert_generator(lambda v: g(v)[:, :20], image, z_true + 0.3 * randn(5, 3, seed=6), steps=150, lr=0.05)
     torch.testing.assert_close(torch.sigmoid(g(z)[:, 20:]).detach(), mask, rtol=0, atol=1e-3)
+
+
+@pytest.mark.claim("gan.inversion-mask")
+def test_inversion_predicts_mask_outside_training_distribution(record_property):
+    # Training latents come from N(0, I); a latent of norm 5 (probability ~3e-5 under the prior in
+    # 3-D) gives an image far outside the training distribution but in G's range: inversion still
+    # returns its mask.
+    g = _mlp_generator(3, 20 + 20, 4)
+    z_far = torch.tensor([[3.0, -3.0, 2.65]], dtype=F64)
+    assert float(torch.distributions.Chi2(3).cdf(torch.tensor(float(z_far.pow(2).sum())))) > 0.9999
+    out = g(z_far).detach()
+    z = gan.invert_generator(lambda v: g(v)[:, :20], out[:, :20], z_far + 0.3 * randn(1, 3, seed=7), steps=300, lr=0.05)
+    err = float((torch.sigmoid(g(z)[:, 20:]) - torch.sigmoid(out[:, 20:])).abs().max())
+    record_property("evidence", f"latent of norm {float(z_far.norm()):.2f}: max mask error {err:.1e}")
+    assert err < 1e-3
 
 
 # -------------------------------------------------------------------------------- image translation
@@ -698,6 +790,7 @@ def test_bad_inputs_are_rejected():
         (lambda: gan.value_function(v, torch.zeros(3, 1)), ValueError, "d_fake_logits"),
         (lambda: gan.value_function(v, torch.zeros(3, dtype=F64)), TypeError, "d_fake_logits"),
         (lambda: gan.value_function_probs(torch.tensor([1.5]), v), ValueError, "d_real"),
+        (lambda: gan.value_function_probs(v, torch.tensor([-0.5])), ValueError, "d_fake"),
         (lambda: gan.optimal_discriminator(torch.tensor([-1.0]), torch.tensor([1.0])), ValueError, "p_d"),
         (lambda: gan.kl_divergence(torch.tensor([0.5]), torch.tensor([0.5], dtype=F64)), TypeError, "q"),
         (lambda: gan.js_divergence(torch.tensor([-0.5, 1.5]), torch.tensor([0.5, 0.5])), ValueError, "p"),

@@ -344,8 +344,10 @@ def mixture_log_density(xt, t, betas, weights, means, stds) -> torch.Tensor:
     _check_betas(betas)
     check_same(xt, "xt", weights=weights, means=means, stds=stds, betas=betas)
     _check_t(t, xt, betas.shape[0])
-    if (weights < 0).any() or (stds < 0).any():
-        raise ValueError("weights: weights and stds must be non-negative")
+    if (weights < 0).any() or not (weights > 0).any():
+        raise ValueError("weights: mixture weights must be non-negative, not all zero")
+    if (stds < 0).any():
+        raise ValueError("stds: component standard deviations must be non-negative")
     ab = alpha_bars(betas)[t - 1][:, None]                               # (B, 1)
     var = ab * stds[None] ** 2 + 1 - ab                                  # (B, K)
     d2 = (xt[:, None, :] - ab.sqrt()[..., None] * means[None]).pow(2).sum(-1)

@@ -70,7 +70,35 @@ def test_alpha_and_alpha_bar_against_numpy():
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.claim("diffusion.forward-step")
+@pytest.mark.claim("diffusion.forward-step", role="refutes")
+def test_forward_step_as_written_with_unsubscripted_beta(record_property):
+    """Line 460 read literally: mean sqrt(1 - beta) x_{t-1} with one beta for every t, variance beta_t. Chaining it from
+    x_0 gives x_t ~ N(c_t x_0, v_t) with c_t = (1 - beta)^(t/2), v_t = (1 - beta) v_{t-1} + beta_t (Gaussian algebra),
+    where lines 465-467 need sqrt(ab_t) and 1 - ab_t. t = 1 forces beta = beta_1; then, the schedule increasing, later t
+    fail: over every constant beta in (0, 1) (a fine grid) some t misses the closed form by > 0.1. And a unit-variance
+    x_{t-1} gets variance 1 - beta + beta_t != 1 unless beta = beta_t."""
+    b = LIN.numpy()
+    ab = _np_alpha_bars(b)
+    beta = np.concatenate([[b[0], b[-1], b.mean()], np.linspace(1e-6, 1 - 1e-6, 2001)])[:, None]    # (G, 1)
+    c = (1 - beta) ** (np.arange(1, 1001)[None] / 2)                                              # (G, T)
+    v = np.zeros_like(c)
+    v[:, 0] = b[0]
+    for t in range(1, 1000):
+        v[:, t] = (1 - beta[:, 0]) * v[:, t - 1] + b[t]
+    miss = np.maximum(np.abs(c - np.sqrt(ab)[None]), np.abs(v - (1 - ab)[None])).max(1)            # worst t per beta
+    assert (miss > 0.1).all()
+    # beta = beta_1 passes t = 1 exactly and is far off at t = T
+    assert c[0, 0] == pytest.approx(math.sqrt(ab[0]), rel=1e-15) and abs(c[0, -1] - math.sqrt(ab[-1])) > 0.9
+    assert abs((1 - b[0]) + b[-1] - 1) > 0.019                   # not variance-preserving at t = T
+    # the corrected step (impl's forward_step) chained twice is exactly the closed form at t = 2 (given noises)
+    x0, e1, e2 = (torch.randn(3, 2, generator=generator(k), dtype=torch.float64) for k in (90, 91, 92))
+    x2 = D.forward_step(D.forward_step(x0, _steps(1, n=3), LIN, e1), _steps(2, n=3), LIN, e2)
+    torch.testing.assert_close(x2 - math.sqrt(ab[1]) * x0, math.sqrt(1 - b[1]) * math.sqrt(b[0]) * e1 + math.sqrt(b[1]) * e2)
+    record_property("evidence", f"over {len(beta)} constant betas the literal chain misses q(x_t|x_0) by >= {miss.min():.3f} "
+                    f"at some t; beta = beta_1: mean coefficient at T {c[0, -1]:.3f} vs sqrt(ab_T) {math.sqrt(ab[-1]):.4f}")
+
+
+@pytest.mark.claim("diffusion.forward-step", role="corrects")
 def test_forward_step_moments(record_property):
     """q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I): sample mean and variance within 6 SE."""
     n = 40000
@@ -88,7 +116,7 @@ def test_forward_step_moments(record_property):
     record_property("evidence", f"worst deviation {worst:.2f} SE over t in {{1, 1000}}")
 
 
-@pytest.mark.claim("diffusion.forward-step")
+@pytest.mark.claim("diffusion.forward-step", role="corrects")
 @given(seed=seeds())
 def test_forward_step_with_given_noise(seed):
     g = generator(seed)
@@ -572,6 +600,26 @@ def test_sampler_is_the_notes_loop(sigma):
     assert len(traj) == 31 and torch.equal(traj[-1], ours)
 
 
+@pytest.mark.claim("diffusion.sampling")
+def test_sampler_last_step_is_deterministic_and_takes_x_T_and_labels():
+    """T = 1 from a given x_T: the loop's only step has z = 0, so x_0 = (x_T - beta_1 / sqrt(1 - alpha_1)
+    eps(x_T, 1)) / sqrt(alpha_1) = (x_T - sqrt(beta_1) eps(x_T, 1)) / sqrt(1 - beta_1) exactly, with no randomness; a
+    label y reaches the model at every step (the notes' loop with eps_theta(x_t, t, y))."""
+    beta = 0.3
+    betas = torch.tensor([beta], dtype=torch.float64)
+    x_T = torch.randn(5, 2, generator=generator(80), dtype=torch.float64)
+    model = lambda x, t: torch.sin(x) + 0.1  # noqa: E731
+    out, traj = D.sample(model, (5, 2), betas, x_T=x_T, return_trajectory=True, generator=generator(81))
+    assert torch.equal(traj[0], x_T)
+    torch.testing.assert_close(out, (x_T - math.sqrt(beta) * model(x_T, None)) / math.sqrt(1 - beta), rtol=1e-14, atol=1e-14)
+    betas = D.linear_beta_schedule(6, 0.05, 0.3)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    cmodel = lambda x, t, y: 0.2 * x + y[:, None].to(x.dtype) * t[:, None] / 6  # noqa: E731
+    ours = D.sample(cmodel, (5, 2), betas, y=y, generator=generator(82))
+    ref = _notes_sampler(lambda x, t: cmodel(x, t, y), (5, 2), betas, D.sampling_sigmas(betas), generator(82))
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
 def _gaussian_sampler_moments(betas, sig2, mean, cov):
     """Exact mean and covariance of the sampler's output with the Gaussian-optimal predictor: every step is
     affine, x_{t-1} = A_t x_t + b_t + sigma_t z, from x_T ~ N(0, I) (numpy)."""
@@ -814,6 +862,32 @@ def test_controlnet_zero_init_leaves_output_and_frozen_weights_unchanged(device)
     assert torch.equal(base(x, t), ref)
 
 
+@pytest.mark.claim("diffusion.controlnet")
+def test_controlnet_branch_starts_as_a_copy_fed_by_a_zero_conv():
+    """At initialisation the trainable copy has the frozen encoder's weights and the control image enters through a
+    zero convolution, so the copy's block outputs are the frozen encoder's own, whatever the control image; and each of
+    the three residuals the branch adds reaches the output (a residual on one block alone changes it)."""
+    torch.manual_seed(1)
+    base = _tiny_unet(seed=2).double()
+    cn = D.ControlNet(base).double()
+    for name in ("inc", "enc1", "down", "enc2", "mid"):
+        for (k, v), (k2, v2) in zip(getattr(cn, name).state_dict().items(), getattr(base, name).state_dict().items()):
+            assert k == k2 and torch.equal(v, v2), f"{name}.{k}"
+    x, t = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([4, 700])
+    control = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    assert torch.equal(cn.hint(control), torch.zeros(2, 8, 8, 8, dtype=torch.float64))
+    e = base.embed(x, t, None)
+    torch.testing.assert_close(cn.enc1(cn.inc(x) + cn.hint(control), e), base.enc1(base.inc(x), e), rtol=0, atol=0)
+    ref = base(x, t)
+    shapes = [(2, 8, 8, 8), (2, 16, 4, 4), (2, 16, 4, 4)]
+    zeros = [torch.zeros(sh, dtype=torch.float64) for sh in shapes]
+    assert torch.equal(base(x, t, residuals=zeros), ref)
+    for i, sh in enumerate(shapes):
+        res = list(zeros)
+        res[i] = torch.randn(sh, generator=generator(70 + i), dtype=torch.float64)
+        assert (base(x, t, residuals=res) - ref).abs().max() > 1e-6, f"residual {i} has no effect"
+
+
 @pytest.mark.claim("diffusion.cfg-formula", role="refutes")
 def test_cfg_as_written_is_not_an_identity(record_property):
     """Read as an equation, eta1 = (1 + rho) eta1 - rho eta2 fails as soon as rho != 0 and the models differ."""
@@ -856,7 +930,7 @@ def test_cfg_guided_prediction(record_property):
 
 
 @functools.lru_cache(maxsize=None)
-def _guided_within_class_std(rho, n=3000, seed=19):
+def _guided_within_class_std(rho, n=1000, seed=19):
     """1-D, class c = 1 has components at 0 and 2 (class 0 at -2); sample class 1 with guidance rho."""
     w = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
     mu = torch.tensor([[-2.0], [0.0], [2.0]], dtype=torch.float64)
@@ -882,10 +956,13 @@ def test_guidance_with_positive_rho_reduces_diversity(record_property):
 
 @pytest.mark.claim("diffusion.cfg-diversity", role="corrects")
 def test_interpolating_towards_unconditional_adds_diversity(record_property):
+    """rho = -0.5 (halfway) and rho = -1 (the unconditional model itself) both spread the samples more than rho = 0."""
     sd0, se0 = _guided_within_class_std(0.0)
     sdm, sem = _guided_within_class_std(-0.5)
+    sdu, seu = _guided_within_class_std(-1.0)
     assert sdm - sd0 > 6 * math.hypot(se0, sem)
-    record_property("evidence", f"std of class-1 samples: rho=0 {sd0:.3f}, rho=-0.5 {sdm:.3f}")
+    assert sdu - sdm > 6 * math.hypot(sem, seu)
+    record_property("evidence", f"std of class-1 samples: rho=0 {sd0:.3f}, rho=-0.5 {sdm:.3f}, rho=-1 {sdu:.3f}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1018,6 +1095,12 @@ def test_bad_input_is_rejected():
         D.sample(lambda x, t, y: x, (2, 2), LIN, y=torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="t"):
         D.reverse_step(lambda x, t: x, x, 1001, LIN, LIN.sqrt())
+    with pytest.raises(ValueError, match="sigmas"):
+        D.reverse_step(lambda x, t: x, x, 3, LIN, LIN[:10].sqrt())
+    with pytest.raises(TypeError, match="betas"):
+        D.forward_step(x.float(), t, LIN)
+    with pytest.raises(TypeError, match="betas"):
+        D.mu_from_eps(x.float(), t, x.float(), LIN)
     with pytest.raises(ValueError, match="null_class"):
         D.ddpm_loss(lambda x, t, y: x, x, LIN, y=torch.zeros(2, dtype=torch.long), p_uncond=0.5)
     with pytest.raises(ValueError, match="p_uncond"):
@@ -1030,6 +1113,12 @@ def test_bad_input_is_rejected():
         D.gaussian_optimal_eps(x, t, LIN, torch.zeros(3, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
     with pytest.raises(ValueError, match="stds"):
         D.mixture_optimal_eps(x[:, :2], t, LIN, MIX2["weights"], MIX2["means"], MIX2["stds"][:2])
+    with pytest.raises(ValueError, match="weights"):
+        D.mixture_optimal_eps(x[:, :2], t, LIN, -MIX2["weights"], MIX2["means"], MIX2["stds"])
+    with pytest.raises(ValueError, match="weights"):
+        D.mixture_log_density(x[:, :2], t, LIN, 0 * MIX2["weights"], MIX2["means"], MIX2["stds"])
+    with pytest.raises(ValueError, match="^stds"):
+        D.mixture_log_density(x[:, :2], t, LIN, MIX2["weights"], MIX2["means"], -MIX2["stds"])
     with pytest.raises(ValueError, match="eps_uncond"):
         D.classifier_free_guidance(x, torch.zeros(2, 2, dtype=torch.float64), 1.0)
     with pytest.raises(TypeError, match="rho"):

@@ -156,6 +156,28 @@ def test_momentum_speedup(record_property):
     record_property("evidence", f"kappa=100 quadratic to 1e-8: GD {n_gd} steps, heavy ball {n_mom} steps")
 
 
+@pytest.mark.claim("gd.momentum-speedup")
+def test_momentum_averages_noisy_gradients(record_property):
+    # N independent chains in one parameter tensor; gradients g + s * noise, i.i.d. over steps and chains.
+    # v_T = -eps sum_s alpha^(T-s) g_s: mean -eps g (1 - alpha^T) / (1 - alpha), variance eps^2 s^2 (1 - alpha^2T) / (1 - alpha^2)
+    N, T, eps, alpha, gm, s = 20000, 120, 0.1, 0.9, 0.5, 2.0
+    gen = generator(8)
+    p, v = [torch.zeros(N, dtype=torch.float64)], [torch.zeros(N, dtype=torch.float64)]
+    for _ in range(T):
+        gd.momentum_step(p, [gm + s * torch.randn(N, generator=gen, dtype=torch.float64)], v, lr=eps, alpha=alpha)
+    mean = -eps * gm * (1 - alpha**T) / (1 - alpha)
+    var = eps**2 * s**2 * (1 - alpha ** (2 * T)) / (1 - alpha**2)
+    # 6 standard errors: of a mean sqrt(var / N), of a Gaussian sample variance var sqrt(2 / (N - 1))
+    assert abs(v[0].mean().item() - mean) < 6 * math.sqrt(var / N)
+    assert abs(v[0].var().item() - var) < 6 * var * math.sqrt(2 / (N - 1))
+    snr = abs(v[0].mean().item()) / v[0].std().item()
+    ratio = snr / (gm / s)  # an SGD step -eps g_t has signal-to-noise ratio g / s
+    theory = math.sqrt((1 + alpha) / (1 - alpha))
+    se = theory * math.sqrt(var / N / mean**2 + 1 / (2 * (N - 1)))  # delta method: relative SEs of mean and std
+    assert abs(ratio - theory) < 6 * se and 6 * se < theory - 1  # and far from an SGD step's ratio 1
+    record_property("evidence", f"alpha=0.9, g=0.5, s=2: velocity SNR {snr:.3f} vs SGD step {gm / s:.3f} (x{ratio:.2f}, theory x{math.sqrt(19):.2f})")
+
+
 @pytest.mark.claim("gd.adagrad")
 def test_adagrad_matches_torch(device, dtype):
     params, grads_at = _problem(3, dtype, device)
@@ -236,6 +258,26 @@ def test_adam_matches_torch(device, dtype):
     for t in range(STEPS):
         gd.adam_step(ps, grads_at(ps), m, v, t + 1, lr=0.01, beta1=0.8, beta2=0.95, eps=0.05)
         _close(ps, ref[t], dtype)
+
+
+@pytest.mark.claim("gd.adagrad", "gd.rmsprop", "gd.adam")
+def test_defaults_match_torch():
+    # the default delta / rho / betas / eps / lr are torch.optim's: gradients from 1e-9 to 1 per coordinate,
+    # changing every step, so that eps (against sqrt(r) ~ |g|) and beta2 (the weighting of old g^2) both show
+    scales = torch.logspace(-9, 0, 10, dtype=torch.float64)
+    G = torch.randn(6, 10, generator=generator(9), dtype=torch.float64) * scales
+    cases = [(torch.optim.Adagrad, dict(lr=0.1), lambda p, g, st, t: gd.adagrad_step(p, g, st[0], lr=0.1)),
+             (torch.optim.RMSprop, dict(lr=0.1), lambda p, g, st, t: gd.rmsprop_step(p, g, st[0], lr=0.1)),
+             (torch.optim.Adam, dict(), lambda p, g, st, t: gd.adam_step(p, g, st[0], st[1], t))]
+    for opt_cls, kw, step in cases:
+        ref = torch.zeros(10, dtype=torch.float64, requires_grad=True)
+        opt = opt_cls([ref], **kw)
+        p, st = [torch.zeros(10, dtype=torch.float64)], [[torch.zeros(10, dtype=torch.float64)] for _ in range(2)]
+        for t in range(6):
+            ref.grad = G[t].clone()
+            opt.step()
+            step(p, [G[t]], st, t + 1)
+            torch.testing.assert_close(p[0], ref.detach(), rtol=1e-9, atol=0, msg=lambda m: f"{opt_cls.__name__}: {m}")
 
 
 @pytest.mark.claim("gd.adam-bias-correction")

@@ -92,6 +92,29 @@ def test_module_and_extremes(device):
     assert (hs.abs() <= 1).all()  # |h| = |o tanh(c)| <= 1
 
 
+@pytest.mark.claim("lstm.equations")
+def test_module_matches_torch_lstm():
+    # the nn.Module with torch.nn.LSTM's weights (mapped) gives torch's outputs, zero initial state;
+    # and its own initialisation is torch's uniform(-1/sqrt(H), 1/sqrt(H))
+    D, H = 3, 16
+    ref = _torch_lstm(D, H, 9)
+    m = L.LSTM(D, H, dtype=torch.float64)
+    W, b = L.weights_from_torch(ref)
+    with torch.no_grad():
+        m.W.copy_(W)
+        m.b.copy_(b)
+        x = torch.randn(7, 2, D, generator=generator(10), dtype=torch.float64)
+        out, (hT, cT) = ref(x)
+        hs, (h, c) = m(x)
+    torch.testing.assert_close(hs, out)
+    torch.testing.assert_close(c, cT[0])
+    k = H ** -0.5
+    torch.manual_seed(11)
+    fresh = L.LSTM(D, H)
+    for p in (fresh.W, fresh.b):  # >= 4H = 64 uniform draws: max |p| > 0.9 k with probability 1 - 0.9^64 (fixed seed)
+        assert p.abs().max().item() <= k and p.abs().max().item() > 0.9 * k
+
+
 @pytest.mark.claim("lstm.gate-roles")
 @settings(max_examples=10)
 @given(seed=seeds())
@@ -172,6 +195,10 @@ def test_bad_input():
         L.lstm_cell(torch.zeros(2, 3), torch.zeros(3, 4), torch.zeros(3, 4), W)
     with pytest.raises(ValueError, match="x"):
         L.lstm_sequence(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4), W)
+    with pytest.raises(ValueError, match="c0"):
+        L.lstm_sequence(torch.zeros(5, 2, 3), torch.zeros(2, 4), torch.zeros(2, 5), W)
+    with pytest.raises(ValueError, match="h0"):
+        L.lstm_sequence(torch.zeros(5, 2, 3), torch.zeros(3, 4), torch.zeros(3, 4), W)
     with pytest.raises(TypeError, match="lstm"):
         L.weights_from_torch(torch.nn.GRU(3, 4))
     with pytest.raises(ValueError, match="lstm"):

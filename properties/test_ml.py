@@ -41,6 +41,20 @@ def test_perceptron_mistake_bound_on_separable_data(seed, d, n):
 
 
 @pytest.mark.claim("ml.perceptron-convergence")
+def test_perceptron_by_hand():
+    # augmented samples (1, 1) with y = +1 and (-1, 1) with y = -1, from w = 0: both misclassified (0 <= 0);
+    # update on the first: w = (1, 1), the second still has y w.x = 0; update: w = (1, 1) + (-1)(-1, 1) = (2, 0),
+    # which separates both. Converged on the second update, and not with a budget of one.
+    X = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    y = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    w, updates, converged = ml.perceptron(X, y, max_updates=2)
+    assert converged and updates == 2 and w.tolist() == [2.0, 0.0]
+    w, updates, converged = ml.perceptron(X, y, max_updates=1)
+    assert not converged and updates == 1 and w.tolist() == [1.0, 1.0]
+    assert ml.perceptron(X, y, max_updates=0)[1:] == (0, False)
+
+
+@pytest.mark.claim("ml.perceptron-convergence")
 def test_perceptron_never_converges_on_xor(record_property):
     X = torch.tensor([[0.0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float64)
     y = torch.tensor([-1.0, 1, 1, -1], dtype=torch.float64)

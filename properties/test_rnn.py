@@ -194,6 +194,18 @@ def test_long_term_contributions_vanish(seed, rho):
     assert bool((nt <= rho ** torch.arange(13, dtype=torch.float64) * (1 + 1e-12)).all())
 
 
+@pytest.mark.claim("rnn.long-term-vanish", "rnn.bptt-vanishing")
+def test_jacobian_norms_match_autograd():
+    # jacobian_norms(hs, W, t)[j] = ||dh_t/dh_{t-j}||_2, against autograd's Jacobians of the unrolled map
+    x, h0, W_hh, W_xh, _ = _net(7, T=6, B=1, scale=1.4)
+    t = 6
+    _, hs = _autograd_jacobian(x, h0, W_hh, W_xh, 0, 0)
+    norms = rnn.jacobian_norms(hs, W_hh, t)[:, 0]
+    for k in range(t + 1):
+        J, _ = _autograd_jacobian(x, h0, W_hh, W_xh, k, t)
+        torch.testing.assert_close(norms[t - k], torch.linalg.matrix_norm(J, ord=2))
+
+
 @pytest.mark.claim("rnn.truncated-bptt")
 @pytest.mark.parametrize("kappa", [1, 2, 4, 6, 9])
 def test_truncated_bptt_matches_detached_autograd(kappa):
@@ -201,18 +213,20 @@ def test_truncated_bptt_matches_detached_autograd(kappa):
     T = x.shape[0]
     dy = torch.randn(T, 2, 2, dtype=torch.float64, generator=generator(6))
     Wh, Wx = W_hh.clone().requires_grad_(True), W_xh.clone().requires_grad_(True)
-    gh, gx = torch.zeros_like(W_hh), torch.zeros_like(W_xh)
+    h0r = h0.clone().requires_grad_(True)
+    gh, gx, g0 = torch.zeros_like(W_hh), torch.zeros_like(W_xh), torch.zeros_like(h0)
     for t in range(T):  # L_t = <dy_t, y_t>, the graph cut kappa steps back from step t
-        h = h0
+        h = h0r
         for i in range(t + 1):
-            if i == t - kappa + 1:
+            if i == t - kappa + 1 and i > 0:  # a window reaching back to step 1 keeps its path to h_0
                 h = h.detach()
             h = torch.tanh(h @ Wh.T + x[i] @ Wx.T)
-        a, b = torch.autograd.grad((dy[t] * (h @ W_hy.T)).sum(), (Wh, Wx))
-        gh, gx = gh + a, gx + b
-    dW_hh, dW_xh, _, _ = rnn.bptt_notes(x, h0, W_hh, W_xh, W_hy, dy, kappa=kappa)
+        a, b, c = torch.autograd.grad((dy[t] * (h @ W_hy.T)).sum(), (Wh, Wx, h0r), materialize_grads=True)
+        gh, gx, g0 = gh + a, gx + b, g0 + c
+    dW_hh, dW_xh, _, dh0 = rnn.bptt_notes(x, h0, W_hh, W_xh, W_hy, dy, kappa=kappa)
     torch.testing.assert_close(dW_hh, gh)
     torch.testing.assert_close(dW_xh, gx)
+    torch.testing.assert_close(dh0, g0)  # only losses L_t with t <= kappa reach h_0
     if kappa >= T:  # the full sum
         full = rnn.bptt_notes(x, h0, W_hh, W_xh, W_hy, dy)
         torch.testing.assert_close(dW_hh, full[0])
@@ -258,6 +272,10 @@ def test_clipping_on_device(device):
     assert out[0].device == gs[0].device
     # float32: norm of 10 equal entries, rounding ~1e-7 relative
     torch.testing.assert_close(out[0].norm().cpu(), torch.tensor(1.0), rtol=1e-6, atol=0)
+    # a single tensor in, a single tensor out: 10 entries of 3 rescaled to norm 1 are 1 / sqrt(10) each
+    one = rnn.clip_gradient_norm(gs[0], 1.0)
+    assert isinstance(one, torch.Tensor) and one.device == gs[0].device
+    torch.testing.assert_close(one.cpu(), torch.full((10,), 10 ** -0.5), rtol=1e-6, atol=0)
 
 
 def test_bad_input():

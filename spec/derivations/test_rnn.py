@@ -135,6 +135,36 @@ def test_vanishing_bound(seed, lam, input_scale):
     assert norms[-1].item() <= lam**T * (1 + 1e-10)  # -> 0 as T - k grows
 
 
+@pytest.mark.symbolic
+@pytest.mark.claim("rnn.bptt-vanishing-chain", role="refutes")
+def test_vanishing_chain_last_link_is_equality(record_property):
+    gamma = sp.Symbol("gamma", positive=True)
+    link = sp.Lt(1 / gamma * gamma, 1)  # the notes' "(1/gamma) gamma < 1"
+    assert link == sp.false  # sympy decides it for every gamma > 0: 1 < 1 is false
+    assert sp.simplify(1 / gamma * gamma) == 1
+    record_property("evidence", "(1/gamma) * gamma simplifies to 1, so '(1/gamma) gamma < 1' is 1 < 1: false for every gamma > 0")
+
+
+@pytest.mark.claim("rnn.bptt-vanishing-chain", role="corrects")
+@settings(max_examples=10)
+@given(seed=seeds(), lam=st.floats(0.1, 0.99))
+def test_vanishing_chain_corrected(seed, lam):
+    g = generator(seed)
+    H, T = 4, 12
+    A = torch.randn(H, H, generator=g, dtype=torch.float64)
+    W = lam * A / torch.linalg.matrix_norm(A, ord=2)  # lambda_1 = lam
+    hs, _ = rnn.rnn_forward(torch.randn(T, 1, 2, generator=g, dtype=torch.float64), torch.zeros(1, H, dtype=torch.float64),
+                            W, torch.randn(H, 2, generator=g, dtype=torch.float64), torch.zeros(1, H, dtype=torch.float64))
+    gamma = 1.0  # sup tanh' = 1 bounds ||diag f'|| at any argument
+    assert lam < 1 / gamma
+    for h in hs:  # ||J_i|| <= ||W^T|| ||diag f'(a_i)|| <= lambda_1 gamma = eta < (1/gamma) gamma = 1
+        J = rnn.step_jacobian(h, W)[0]
+        D = torch.linalg.matrix_norm(torch.diag(1 - h[0] ** 2), ord=2).item()
+        lhs = torch.linalg.matrix_norm(J, ord=2).item()
+        assert lhs <= torch.linalg.matrix_norm(W.T, ord=2).item() * D * (1 + 1e-12)
+        assert lam * D <= lam * gamma < (1 / gamma) * gamma == 1
+
+
 @pytest.mark.claim("rnn.bptt-exploding", role="refutes")
 def test_above_threshold_but_vanishing(record_property):
     H, T = 4, 40
@@ -145,6 +175,11 @@ def test_above_threshold_but_vanishing(record_property):
     norms = rnn.jacobian_norms(hs, W, T)[:, 0]
     assert norms[-1].item() < 1e-20  # the state saturates and the gradient vanishes
     assert bool((norms[1:11] < norms[:10]).all())
+    # lambda_1 > 1/gamma even for the tightest gamma: sup over the trajectory of f' at the pre-activations
+    # (0.786 at step 1; any gamma > 0.786 bounds ||diag f'||) and of f' at h_{i-1} as written (f'(h_0) = 1)
+    allh = torch.cat([torch.zeros(1, 1, H, dtype=torch.float64), hs])
+    tight_pre, tight_written = (1 - hs**2).max().item(), (1 - torch.tanh(allh[:-1]) ** 2).max().item()
+    assert 2.0 > 1 / tight_pre > 1 / tight_written
     record_property("evidence", f"W_hh = 2I (lambda_1 = 2 > 1/gamma = 1), saturating inputs: ||dh_40/dh_0|| = {norms[-1].item():.2e}")
 
 

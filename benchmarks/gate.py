@@ -47,7 +47,8 @@ def summarise(bench_json: dict) -> dict:
     sweeps: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for r in rows:
         if r["sweep"] and r["size"]:
-            base = r["name"].split("[")[0]
+            # One fit per benchmark function and role: a sweep's reference and kernel scale separately.
+            base = r["name"].split("[")[0] + ("" if r["role"] == "kernel" else f" ({r['role']})")
             sweeps.setdefault((r["sweep"], base), []).append((float(r["size"]), r["median_s"]))
     exps = []
     for (sweep, name), pts in sorted(sweeps.items()):

@@ -58,6 +58,23 @@ def test_notes_formula_equals_torch_sdpa_f64(seed, T, D, causal):
 
 
 @pytest.mark.claim("attention.masked-formula")
+def test_notes_formula_as_written_with_square_weights():
+    # the formula exactly as printed: sqrt(D) with D the width of X, W's of size D x D, M = -inf above
+    # the diagonal; the reference is written out here in numpy (softmax row by row)
+    T, D = 5, 4
+    x = randn(T, D, seed=11)
+    W_Q, W_K, W_V = _weights(D, D, 12)
+    Xn, Q, K, V = x.numpy(), *(w.numpy() for w in (W_Q, W_K, W_V))
+    S = (Xn @ Q) @ (Xn @ K).T / np.sqrt(D)
+    S[np.triu_indices(T, 1)] = -np.inf
+    E = np.exp(S - S.max(1, keepdims=True))
+    ref = (E / E.sum(1, keepdims=True)) @ (Xn @ V)
+    np.testing.assert_allclose(self_attention(x, W_Q, W_K, W_V).numpy(), ref, rtol=1e-12, atol=1e-14)  # default: masked
+    np.testing.assert_allclose(F.scaled_dot_product_attention(x @ W_Q, x @ W_K, x @ W_V, is_causal=True).numpy(), ref,
+                               rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.claim("attention.masked-formula")
 def test_notes_formula_equals_fused_on_device(device):
     x = randn(3, 2, 16, 8, seed=1, dtype=torch.float32, device=device)
     q, k, v = x, x.flip(-2), x * 0.5
@@ -76,7 +93,31 @@ def test_causal_mask_values():
     assert torch.equal(M, torch.tensor([[0, inf, inf], [0, 0, inf], [0, 0, 0]], dtype=torch.float64))
 
 
-@pytest.mark.claim("attention.weights")
+@pytest.mark.claim("attention.weights", role="refutes")
+def test_weights_of_the_defined_q_are_t_by_t(record_property):
+    T, D = 5, 4
+    x = randn(T, D, seed=0)
+    W_Q, W_K, _ = _weights(D, D, 3)
+    Q, K = x @ W_Q, x @ W_K  # Q = X W_Q in R^{T x D}, as on line 289
+    alpha = torch.softmax(Q @ K.T / math.sqrt(D), dim=-1)
+    assert Q.shape == (T, D) and alpha.shape == (T, T) and alpha.shape != (1, T)
+    torch.testing.assert_close(attention_weights(Q, K), alpha, **tol(torch.float64))
+    record_property("evidence", f"T = {T}, D = {D}: softmax(Q K^T / sqrt(D)) has shape {tuple(alpha.shape)}, not (1, {T})")
+
+
+@pytest.mark.claim("attention.weights", role="corrects")
+def test_each_row_of_the_weights_is_one_querys_distribution():
+    T, D = 6, 3
+    Q, K = randn(T, D, seed=1), randn(T, D, seed=2)
+    a = attention_weights(Q, K)
+    assert a.shape == (T, T)
+    for t in range(T):  # row t = the 1 x T weights of query t alone
+        torch.testing.assert_close(attention_weights(Q[t:t + 1], K), a[t:t + 1], rtol=0, atol=0)
+        assert int(a[t].argmax()) == int((K @ Q[t]).argmax())
+    torch.testing.assert_close(a.sum(-1), torch.ones(T, dtype=a.dtype))
+
+
+@pytest.mark.claim("attention.weights", role="corrects")
 @settings(max_examples=8)
 @given(seed=seeds(), T=st.integers(1, 8), D=st.integers(1, 6))
 def test_weights_row_is_softmax_of_scaled_dot_products(seed, T, D):
@@ -106,6 +147,20 @@ def test_output_ignores_the_future(seed, T, t):
 
 
 @pytest.mark.claim("attention.causal-mask")
+def test_additive_mask_matches_torch_attn_mask():
+    # a general additive mask M (here: causal -inf plus a finite bias) against torch's float attn_mask
+    T, d = 5, 3
+    q, k, v = randn(2, T, d, seed=21), randn(2, T, d, seed=22), randn(2, T, 4, seed=23)
+    bias = randn(T, T, seed=24)
+    M = bias + torch.triu(torch.full((T, T), float("-inf"), dtype=torch.float64), 1)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=M)
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, mask=M), ref, **tol(torch.float64))
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, mask=torch.triu(torch.full((T, T), float("-inf"),
+                                                                                     dtype=torch.float64), 1)),
+                               scaled_dot_product_attention(q, k, v, causal=True), rtol=0, atol=0)
+
+
+@pytest.mark.claim("attention.causal-mask")
 def test_without_mask_the_past_sees_the_future():
     x = randn(1, 5, 4, seed=3)
     W = _weights(4, 4, 11)
@@ -128,6 +183,16 @@ def test_multi_head_is_per_head_attention_concatenated(seed, heads, T, causal):
     torch.testing.assert_close(out, torch.cat(parts, -1), **tol(torch.float64))
     fused = multi_head_attention(x, W_Q, W_K, W_V, heads, causal=causal, fused=True)
     torch.testing.assert_close(fused, out, **tol(torch.float64))
+
+
+@pytest.mark.claim("attention.multi-head")
+def test_multi_head_output_projection():
+    D, heads, T = 8, 2, 4
+    x = randn(1, T, D, seed=31)
+    W_Q, W_K, W_V = _weights(D, D, 32)
+    W_O = randn(D, 5, seed=35)
+    concat = multi_head_attention(x, W_Q, W_K, W_V, heads)
+    torch.testing.assert_close(multi_head_attention(x, W_Q, W_K, W_V, heads, W_O=W_O), concat @ W_O, rtol=0, atol=0)
 
 
 @pytest.mark.claim("attention.multi-head")

@@ -45,6 +45,12 @@ def _count_calls(module):
 # ----------------------------------------------------------------------- normalisation
 
 @pytest.mark.claim("generative.autoregressive-tractable")
+def test_all_binary_enumerates_in_order():
+    expected = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)), dtype=torch.float64)
+    assert torch.equal(all_binary(3), expected)  # first coordinate most significant
+
+
+@pytest.mark.claim("generative.autoregressive-tractable")
 @pytest.mark.parametrize("name", ["tabular", "fvsbn", "nade", "made"])
 def test_binary_models_sum_to_one(name):
     model = _binary_models()[name]
@@ -71,6 +77,25 @@ def test_image_and_audio_models_sum_to_one():
     seqs = torch.tensor(list(itertools.product(range(3), repeat=4)))
     with torch.no_grad():
         assert float(wave.log_prob(seqs).exp().sum()) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.claim("generative.autoregressive-tractable")
+def test_autoregressive_transformer_sums_to_one():
+    # "Autor. Transf.": one causal self-attention layer over the right-shifted tokens (start token 2)
+    from impl.attention import self_attention, sinusoidal_positional_encoding
+
+    T, D, K = 4, 6, 3
+    emb, W_out = randn(K + 1, D, seed=1), randn(D, K, seed=2)
+    W_Q, W_K, W_V = (randn(D, D, seed=3 + i) for i in range(3))
+    pe = sinusoidal_positional_encoding(T, D, dtype=torch.float64)
+
+    def log_prob(x):  # x: (B, T) tokens in 0..K-1
+        shifted = torch.cat([torch.full_like(x[:, :1], K), x[:, :-1]], 1)
+        logits = self_attention(emb[shifted] + pe, W_Q, W_K, W_V, causal=True) @ W_out
+        return torch.log_softmax(logits, -1).gather(-1, x[..., None]).squeeze(-1).sum(-1)
+
+    seqs = torch.tensor(list(itertools.product(range(K), repeat=T)))
+    assert float(log_prob(seqs).exp().sum()) == pytest.approx(1.0, abs=1e-12)
 
 
 @pytest.mark.claim("autoregressive.bernoulli-conditionals")
@@ -147,7 +172,7 @@ def test_fvsbn_formula_parameter_count_and_linearity():
         probs = torch.sigmoid(model.conditional_logits(X))
     for r in (0, 17, 63):  # the notes' formula, term by term
         for i in range(n):
-            s = float(model.alpha0[i]) + sum(float(A[i, j]) * float(X[r, j]) for j in range(i))
+            s = float(model.alpha0[i].detach()) + sum(float(A[i, j]) * float(X[r, j]) for j in range(i))
             assert float(probs[r, i]) == pytest.approx(1 / (1 + np.exp(-s)), rel=1e-12)
     # linear: the logits' Jacobian is the same matrix at every input
     f = lambda v: model.conditional_logits(v[None])[0]
@@ -206,6 +231,59 @@ def test_nade_flops_linear_versus_quadratic(record_property):
     record_property("evidence", f"FLOPs exponent in D: incremental {p_inc:.2f}, naive {p_naive:.2f} (H = {H})")
 
 
+@pytest.mark.claim("autoregressive.nade-second-order")
+def test_nade_trains_with_a_second_order_optimiser(record_property):
+    D, H, lam = 4, 2, 1e-2
+    torch.manual_seed(5)
+    wrapper = _LogProb(NADE(D, H).double())
+    X = all_binary(D)
+    P = torch.rand(2 ** D, generator=generator(4), dtype=torch.float64) ** 2
+    P = P / P.sum()  # target distribution: the objective is the exact expected NLL, no sampling noise
+    names = [n for n, _ in wrapper.named_parameters()]
+    shapes = [p.shape for _, p in wrapper.named_parameters()]
+    sizes = [p.numel() for _, p in wrapper.named_parameters()]
+
+    def objective(theta):  # the model's own log_prob as a function of a flat parameter vector, + weight decay
+        params = {n: t.view(sh) for n, t, sh in zip(names, theta.split(sizes), shapes)}
+        return -(P * torch.func.functional_call(wrapper, params, (X,))).sum() + lam * (theta ** 2).sum()
+
+    theta = torch.cat([p.detach().flatten() for p in wrapper.parameters()])
+    assert float(objective(theta)) == float(objective(theta))  # deterministic
+    losses, gnorms = [], []
+    for _ in range(10):  # damped Newton with the exact Hessian (Levenberg shift where it is indefinite)
+        th = theta.clone().requires_grad_()
+        loss = objective(th)
+        (g,) = torch.autograd.grad(loss, th)
+        Hs = torch.autograd.functional.hessian(objective, theta)
+        torch.testing.assert_close(Hs, Hs.T, rtol=1e-10, atol=1e-13)
+        losses.append(float(loss.detach()))
+        gnorms.append(float(g.norm()))
+        shift = max(0.0, 1e-3 - float(torch.linalg.eigvalsh(Hs).min()))
+        step = torch.linalg.solve(Hs + shift * torch.eye(len(theta), dtype=theta.dtype), g)
+        t = 1.0
+        while float(objective(theta - t * step)) > losses[-1] and t > 1e-6:
+            t /= 2
+        theta = theta - t * step
+    assert all(b <= a for a, b in zip(losses, losses[1:]))  # monotone descent
+    assert gnorms[-1] < 1e-10
+    assert float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(objective, theta)).min()) > 0  # a minimum
+    # superlinear (quadratic) convergence, the signature of a second-order method: the contraction ratio
+    # |g_{k+1}| / |g_k| itself shrinks by 10x twice in a row (a first-order method has a fixed ratio)
+    r = [b / a for a, b in zip(gnorms, gnorms[1:])]
+    assert any(r[k + 1] < 0.1 * r[k] and r[k + 2] < 0.1 * r[k + 1] for k in range(len(r) - 2))
+    record_property("evidence", "Newton with the exact Hessian on NADE's exact NLL (+1e-2 |theta|^2): |grad| "
+                                + " -> ".join(f"{v:.1e}" for v in gnorms))
+
+
+class _LogProb(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x):
+        return self.m.log_prob(x)
+
+
 @pytest.mark.claim("autoregressive.nade-teacher-forcing")
 def test_one_teacher_forced_pass_equals_step_by_step():
     D = 6
@@ -240,6 +318,18 @@ def test_made_is_autoregressive_for_any_order(seed):
     assert torch.equal(reach, allowed)
 
 
+@pytest.mark.claim("autoregressive.made-masks")
+def test_made_hidden_degrees_are_one_to_d_minus_one():
+    # Germain et al. (2015): hidden degrees lie in 1..D-1; degree D would be a dead unit (no output may use it)
+    D = 5
+    for hidden in ([3], [12], [7, 9]):
+        masks = made_masks(D, hidden, _perm(D, 8))
+        for m in masks[:-1]:
+            assert (m.sum(1) > 0).all()  # every hidden unit receives some input
+        assert (masks[-1].sum(0) > 0).all()  # every unit of the last hidden layer feeds some output
+        assert masks[-1].sum() > 0
+
+
 @pytest.mark.claim("autoregressive.made-large-hidden")
 def test_made_needs_hidden_layers_of_width_d_minus_one(record_property):
     D = 6
@@ -271,7 +361,10 @@ def test_made_one_pass_to_train_d_passes_to_sample():
 def test_made_samples_follow_the_model(record_property):
     D = 3
     torch.manual_seed(4)
-    model = MADE(D, [4], order=_perm(D, 4)).double()
+    model = MADE(D, [4], order=torch.tensor([2, 0, 1])).double()  # not the identity: sampling must follow the order
+    with torch.no_grad():  # larger weights: strong dependence on the earlier variables
+        for prm in model.parameters():
+            prm.mul_(4)
     n = 6000
     s = model.sample(n, generator=generator(5))
     X = all_binary(D)
@@ -287,6 +380,9 @@ def test_nade_samples_follow_the_model():
     D = 3
     torch.manual_seed(6)
     model = NADE(D, 4, order=_perm(D, 6)).double()
+    with torch.no_grad():  # non-zero biases, so that a sampler mixing up c_d or b is caught
+        model.b.copy_(randn(4, seed=61))
+        model.c.copy_(randn(D, seed=62) * 1.5)
     n = 6000
     s = model.sample(n, generator=generator(7))
     X = all_binary(D)
@@ -373,6 +469,54 @@ def test_row_lstm_is_causal():
     dep = _raster_jacobian(model, 1, 2, 4, 5)
     assert not (dep & ~_before(4, 5)).any()
     assert dep[0, 2, 2, 0, 1, 2] and dep[0, 2, 2, 0, 0, 3] and dep[0, 2, 2, 0, 2, 1]  # reaches the row above (via the LSTM state) and the left
+
+
+@pytest.mark.claim("autoregressive.pixelrnn")
+def test_row_lstm_follows_the_pixelrnn_equations():
+    # van den Oord et al. (2016), Row LSTM: [o, f, i, g] = K_ss * h_{i-1} + K_is * x_i (x masked to the left),
+    # c_i = sigmoid(f) c_{i-1} + sigmoid(i) tanh(g), h_i = sigmoid(o) tanh(c_i); written out here in numpy
+    torch.manual_seed(12)
+    K, hid, k, H, W = 2, 3, 3, 3, 4
+    model = RowLSTM(K, hidden=hid, kernel=k).double()
+    x = torch.randn(1, K, H, W, generator=generator(13), dtype=torch.float64)
+    Kis, bis = model.input_to_state.weight.detach().numpy()[:, :, 0], model.input_to_state.bias.detach().numpy()
+    Kss, bss = model.state_to_state.weight.detach().numpy(), model.state_to_state.bias.detach().numpy()
+    Ko, bo = model.out.weight.detach().numpy()[:, :, 0, 0], model.out.bias.detach().numpy()
+    xn, r = x[0].numpy(), k // 2
+    sig = lambda a: 1 / (1 + np.exp(-a))
+    h, c, ref = np.zeros((hid, W)), np.zeros((hid, W)), np.zeros((K, H, W))
+    for i in range(H):
+        gates = np.zeros((4 * hid, W))
+        for j in range(W):
+            gates[:, j] = bis + bss
+            for s in range(r):  # input taps strictly left of the pixel
+                if 0 <= j - r + s < W:
+                    gates[:, j] += Kis[:, :, s] @ xn[:, i, j - r + s]
+            for s in range(k):  # state taps over the row above, zero padded
+                if 0 <= j - r + s < W:
+                    gates[:, j] += Kss[:, :, s] @ h[:, j - r + s]
+        o, f, ig, g = np.split(gates, 4)
+        c = sig(f) * c + sig(ig) * np.tanh(g)
+        h = sig(o) * np.tanh(c)
+        ref[:, i] = Ko @ h + bo[:, None]
+    got = model.logits_from_onehot(x)[0, 0].detach().numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.claim("autoregressive.blind-spot")
+def test_gated_stack_layers_are_residual_on_the_horizontal_stack():
+    # a layer whose horizontal output conv is zero adds nothing: 3 layers with layers 2, 3 silenced = 1 layer
+    torch.manual_seed(14)
+    deep, shallow = GatedPixelCNN(2, hidden=4, layers=3).double(), GatedPixelCNN(2, hidden=4, layers=1).double()
+    with torch.no_grad():
+        for name in ("v_conv", "h_conv", "v_to_h", "h_out"):
+            getattr(shallow, name)[0].load_state_dict(getattr(deep, name)[0].state_dict())
+        shallow.out.load_state_dict(deep.out.state_dict())
+        for layer in (1, 2):
+            deep.h_out[layer].weight.zero_()
+            deep.h_out[layer].bias.zero_()
+    h = torch.randn(2, 2, 4, 5, generator=generator(15), dtype=torch.float64)
+    torch.testing.assert_close(deep.logits_from_onehot(h), shallow.logits_from_onehot(h), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.claim("autoregressive.pixelcnn-train-vs-sample")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.stats
 import torch
 
 from impl.generative import Autoencoder, corrupt, fit_autoencoder, is_undercomplete, reconstruction_loss
@@ -28,9 +29,10 @@ def test_autoencoder_maps_x_to_z_to_x(device):
         assert ae.encode(x).shape == (7, 2) and ae(x).shape == (7, 5)
         torch.testing.assert_close(ae(x), ae.decode(ae.encode(x)))
     # data on a 2-D affine subspace: after training g o f is the identity on the data
-    x = _data(scales=(2.0, 1.0, 0, 0, 0, 0)).to(device)
+    x = _data(n=60, scales=(2.0, 1.0, 0, 0, 0, 0)).to(device)
     ae = Autoencoder(6, 2).to(device, torch.float64)
-    before = float(reconstruction_loss(x, ae(x)))
+    with torch.no_grad():
+        before = float(reconstruction_loss(x, ae(x)))
     after = fit_autoencoder(ae, x, steps=100)
     assert after < 1e-10 * before
 
@@ -83,6 +85,42 @@ def test_overcomplete_denoising_autoencoder_removes_noise(record_property):
     M = (ae.g.weight @ ae.f.weight).detach()
     assert float((M - torch.eye(6, dtype=M.dtype)).abs().max()) > 0.3
     record_property("evidence", f"test MSE: noisy input {err_noisy:.3f}, denoising AE output {err_dae:.3f}")
+
+
+@pytest.mark.claim("generative.autoencoder")
+def test_hidden_autoencoder_is_a_tanh_network():
+    torch.manual_seed(4)
+    ae = Autoencoder(4, 2, hidden=5).double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    (A1, a1), (A2, a2) = [(m.weight.detach(), m.bias.detach()) for m in ae.f if isinstance(m, torch.nn.Linear)]
+    (B1, b1), (B2, b2) = [(m.weight.detach(), m.bias.detach()) for m in ae.g if isinstance(m, torch.nn.Linear)]
+    z = np.tanh(x.numpy() @ A1.numpy().T + a1.numpy()) @ A2.numpy().T + a2.numpy()  # f: NN with a tanh layer
+    np.testing.assert_allclose(ae.encode(x).detach().numpy(), z, rtol=1e-12, atol=1e-14)
+    xh = np.tanh(z @ B1.numpy().T + b1.numpy()) @ B2.numpy().T + b2.numpy()
+    np.testing.assert_allclose(ae(x).detach().numpy(), xh, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.claim("generative.overcomplete-denoising")
+def test_corruption_is_gaussian_noise_of_the_given_std():
+    n, std = 20000, 0.7
+    x = torch.full((n, 1), 2.0, dtype=torch.float64)
+    e = (corrupt(x, std, generator=generator(5)) - x)[:, 0] / std
+    assert abs(float(e.mean())) < 6 / np.sqrt(n)
+    assert abs(float(e.var()) - 1) < 6 * np.sqrt(2 / n)
+    assert scipy.stats.kstest(e.numpy(), "norm").pvalue > 1e-6
+    torch.testing.assert_close(corrupt(x, 0.0), x, rtol=0, atol=0)
+
+
+@pytest.mark.claim("generative.overcomplete-denoising")
+def test_fit_returns_the_denoising_objective():
+    torch.manual_seed(6)
+    x = _data(n=40)
+    ae = Autoencoder(6, 8).double()
+    loss = fit_autoencoder(ae, x, noise_std=0.5, steps=5, generator=generator(7))
+    x_in = corrupt(x, 0.5, generator=generator(7))  # the same fixed noisy copy
+    with torch.no_grad():
+        assert loss == pytest.approx(float(reconstruction_loss(x, ae(x_in))), rel=1e-12)
+        assert loss != pytest.approx(float(reconstruction_loss(x, ae(x))), rel=1e-3)
 
 
 @pytest.mark.claim("generative.autoencoder")

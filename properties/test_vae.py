@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from impl.vae import (VAE, VRNN, beta_vae_objective, vq_losses, gaussian_log_prob, kl_categorical, kl_gaussian, kl_monte_carlo,
+from impl.vae import (VAE, VRNN, beta_vae_objective, vq_losses, vq_quantise, gaussian_log_prob, kl_categorical, kl_gaussian, kl_monte_carlo,
                       kl_mvn, kl_standard_normal, linear_gaussian_elbo_terms, linear_gaussian_log_marginal,
                       linear_gaussian_posterior, reparametrise)
 from spec.testing import generator, randn, seeds, tol
@@ -67,6 +67,17 @@ def test_kl_gaussian_matches_torch_and_monte_carlo(device, dtype):
 
 
 @pytest.mark.claim("vae.kl-definition")
+def test_kl_monte_carlo_standard_error():
+    # q = N(0, 1), p = N(0, 4): log q(z) - log p(z) = log 2 - 3 z^2 / 8, so KL = log 2 - 3/8 and the
+    # per-sample variance is (3/8)^2 Var(z^2) = 9/32; the standard error of the mean is sqrt(9/32/n)
+    n = 20000
+    z0 = torch.zeros(1, dtype=torch.float64)
+    est, se = kl_monte_carlo(z0, z0, z0, z0 + math.log(4.0), n=n, generator=generator(3))
+    assert float(se) == pytest.approx(math.sqrt(9 / 32 / n), rel=0.05)  # sample std of z^2: ~1.6 % error at n = 2e4
+    assert abs(float(est) - (math.log(2) - 3 / 8)) < 6 * math.sqrt(9 / 32 / n)
+
+
+@pytest.mark.claim("vae.kl-definition")
 def test_kl_is_zero_iff_equal():
     p = _probs(3, 5)
     assert float(kl_categorical(p, p)) == 0.0
@@ -105,7 +116,8 @@ def test_marginal_likelihood_is_the_integral_over_z():
     x = torch.tensor([[0.7, -1.1]], dtype=torch.float64)
 
     def integrand(z):
-        lik = scipy.stats.multivariate_normal(mean=(W[:, 0] * z + b).numpy(), cov=s2 * np.eye(2)).pdf(x[0].numpy())
+        # p(x | z) = N(W z + b, s2 I): a product of two 1-D normal densities
+        lik = np.prod(scipy.stats.norm.pdf(x[0].numpy(), loc=(W[:, 0] * z + b).numpy(), scale=math.sqrt(s2)))
         return lik * scipy.stats.norm.pdf(z)
 
     integral, _ = scipy.integrate.quad(integrand, -12, 12, epsabs=1e-14, epsrel=1e-12)
@@ -363,6 +375,38 @@ def test_beta_vae_lagrangian_solves_the_constrained_problem(beta, record_propert
         assert v_b == pytest.approx(s2 / (w * w + s2), abs=1e-6)
     record_property("evidence", f"beta={beta}: Lagrangian optimum (m, v) = ({m_b:.6f}, {v_b:.6f}) = constrained "
                                 f"optimum for delta = {delta:.5f}")
+
+
+@pytest.mark.claim("vae.beta-vae-kkt")
+def test_beta_vae_objective_values_and_effect_of_beta():
+    recon = torch.tensor([-3.0, -1.5], dtype=torch.float64)
+    kl = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    for beta in (0.0, 1.0, 4.0):
+        torch.testing.assert_close(beta_vae_objective(recon, kl, beta), recon - beta * kl, rtol=0, atol=0)
+    # 1-D model p(z) = N(0,1), p(x|z) = N(w z, s2), q = N(m, v): the maximiser of Orange - beta Purple is
+    # m = w x / (w^2 + beta s2), v = beta s2 / (w^2 + beta s2) (set the derivatives to zero); its KL falls with beta
+    w, s2, x = 1.7, 0.4, 1.3
+    kls = []
+    for beta in (1.0, 4.0):
+        m, v = w * x / (w * w + beta * s2), beta * s2 / (w * w + beta * s2)
+        mt = torch.tensor(m, dtype=torch.float64, requires_grad=True)
+        lv = torch.tensor(math.log(v), dtype=torch.float64, requires_grad=True)
+        orange = -0.5 * math.log(2 * math.pi * s2) - ((x - w * mt) ** 2 + w * w * lv.exp()) / (2 * s2)
+        purple = kl_standard_normal(mt[None], lv[None])
+        beta_vae_objective(orange, purple, beta).backward()
+        assert abs(float(mt.grad)) < 1e-12 and abs(float(lv.grad)) < 1e-12  # stationary: the analytic optimum
+        kls.append(float(purple.detach()))
+    assert kls[1] < kls[0]
+
+
+@pytest.mark.claim("autoregressive.vq-vae")
+def test_vq_commitment_weight_defaults_to_a_quarter():
+    # van den Oord et al. (2017) use beta = 0.25 for the commitment loss
+    z, codebook = randn(3, 2, seed=41), randn(4, 2, seed=42)
+    _, idx = vq_quantise(z, codebook)
+    book, commit = vq_losses(z, codebook, idx)
+    torch.testing.assert_close(commit, 0.25 * ((z - codebook[idx]) ** 2).mean())
+    torch.testing.assert_close(book, ((z - codebook[idx]) ** 2).mean())
 
 
 # ---------------------------------------------------------------------------- inputs

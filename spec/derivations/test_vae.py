@@ -283,10 +283,17 @@ def test_vrnn_prior_product_depends_on_x(record_property):
     with torch.no_grad():
         prior = model.log_prior(xs, zs).exp().view(n, n)  # [x, z]
         marginal = model.log_joint(xs, zs).exp().view(n, n).sum(0)  # p(z) = sum_x p(x, z)
+        joint = model.log_joint(xs, zs).exp().view(n, n)  # [x, z]
+        posterior = joint / joint.sum(1, keepdim=True)  # p(z | x) by Bayes, from the enumerated joint
+    torch.testing.assert_close(marginal.sum(), torch.tensor(1.0, dtype=torch.float64))
     spread = float((prior.max(0).values - prior.min(0).values).max())
     assert spread > 1e-2  # one z, several values: not a function of z alone
     assert float((prior - marginal).abs().max()) > 1e-3
-    record_property("evidence", f"T = 2: prod_t p(z_t | z_<t, x_<t) varies by up to {spread:.4f} across x for a fixed z")
+    # the loose reading p(z | x) fails too: the posterior also conditions on x_t and the future x
+    post_err = float((prior - posterior).abs().max())
+    assert post_err > 1e-2
+    record_property("evidence", f"T = 2: prod_t p(z_t | z_<t, x_<t) varies by up to {spread:.4f} across x for a fixed z; "
+                                f"differs from the posterior p(z | x) by up to {post_err:.4f}")
 
 
 @pytest.mark.claim("vae.vrnn-prior", role="corrects")
@@ -318,7 +325,14 @@ def test_vrnn_encoder_product_is_a_distribution_over_z():
     model, xs, zs, n = _vrnn_table(T=3)
     with torch.no_grad():
         q = model.log_q(xs, zs).exp().view(n, n)
+        lq = model.log_factors(xs, zs)[2]
+        x2 = xs.clone()
+        x2[:, 1] = 1 - x2[:, 1]  # flip x_2 only
+        lq2 = model.log_factors(x2, zs)[2]
     torch.testing.assert_close(q.sum(1), torch.ones(n, dtype=torch.float64))
+    # factor t is q(z_t | x_<=t, z_<t): unchanged at t = 1, changed at t = 2 (it sees x_t itself)
+    torch.testing.assert_close(lq2[:, 0], lq[:, 0], rtol=0, atol=0)
+    assert float((lq2[:, 1] - lq[:, 1]).abs().max()) > 1e-2
 
 
 def _joint_tensor(with_factor=False):
@@ -368,3 +382,5 @@ def test_vrnn_joint_with_past_x_is_the_joint():
     # the model's decoder factor is exactly p(x2 | z1, z2, x1), and it does depend on x1
     torch.testing.assert_close(F2, p_x2_g, rtol=1e-12, atol=1e-14)
     assert float((p_x2_g[:, 0] - p_x2_g[:, 1]).abs().max()) > 1e-2
+    # and on z_2 itself (z_<=t): flipping z_2 changes p(x2 | .)
+    assert float((p_x2_g[:, :, 0] - p_x2_g[:, :, 1]).abs().max()) > 1e-2

@@ -167,16 +167,16 @@ def _bench_html(bench: dict) -> str:
         ratio = "reference" if r["role"] == "reference" else ("-" if r["ratio"] is None else f"{r['ratio']:.3g}")
         base = "" if r.get("baseline") is None else f"{r['baseline']:.3g}"
         rows.append(f"<tr><td class=id>{_e(r['group'])}</td><td class=id>{_e(r['name'])}</td>"
-                    f"<td>{r['median_s'] * 1e3:.2f} ms</td><td>{ratio}</td><td>{base}</td></tr>")
+                    f"<td>{r['min_s'] * 1e3:.2f} ms</td><td>{ratio}</td><td>{base}</td></tr>")
     rows = "".join(rows)
     exps = "".join(f"<li><code>{_e(e['sweep'])}</code> / {_e(e['name'])}: time ~ size<sup>{e['exponent']:.2f}</sup> "
                    f"over {_e(e['sizes'])}</li>" for e in bench.get("exponents", []))
     mode = "quick" if bench.get("quick") else "full"
     fails = "".join(f"<li>{_e(f)}</li>" for f in bench.get("failures", []))
-    return (f"<p class=meta>Timed serially ({mode} mode); ratio = median time / the group's reference median in the "
-            f"same run; the gate fails when a ratio exceeds its baseline by more than {bench.get('threshold', 1.0):.0%}.</p>"
+    return (f"<p class=meta>Timed serially ({mode} mode); ratio = best time / the best time of the group's "
+            f"reference in the same session; the gate fails when a ratio exceeds its baseline by more than {bench.get('threshold', 1.0):.0%}.</p>"
             + (f"<div class='card wrong'><b>Regressions</b><ul>{fails}</ul></div>" if fails else "")
-            + f"<table><tr><th>group</th><th>benchmark</th><th>median</th><th>ratio</th><th>baseline</th></tr>{rows}</table>"
+            + f"<table><tr><th>group</th><th>benchmark</th><th>best time</th><th>ratio</th><th>baseline</th></tr>{rows}</table>"
             + (f"<h3>Fitted exponents</h3><ul>{exps}</ul>" if exps else ""))
 
 

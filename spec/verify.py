@@ -36,11 +36,11 @@ def summary_text(ledger: dict, out: Path) -> str:
     for c in ledger["claims"]:
         status[c["status"]] = status.get(c["status"], 0) + 1
     lines.append("  status: " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())))
-    bad = [c for c in ledger["claims"] if c["verdict"] in ("false-as-written", "conditional")]
-    if bad:
-        lines.append("What the notes get wrong:")
-        for c in bad:
-            lines.append(textwrap.shorten(f"  [{c['verdict']}] {c['id']} (l. {c['lines']}): {c['reason']}", 78))
+    for verdict in ("false-as-written", "conditional"):
+        ids = [c["id"] for c in ledger["claims"] if c["verdict"] == verdict]
+        if ids:
+            lines.append(f"{verdict} ({len(ids)}), details in ledger.md / index.html:")
+            lines += textwrap.wrap(", ".join(ids), 78, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
     failing = [c["id"] for c in ledger["claims"] if c["status"] == "failing"]
     if failing:
         lines.append(textwrap.shorten("FAILING: " + ", ".join(failing), 300))

@@ -28,9 +28,14 @@ pytest_plugins = ["spec.plugin", "pytester"]
 ROOT = Path(__file__).resolve().parent
 
 # Under xdist each worker would start one thread per core; with 2 workers on 2 cores that is 4
-# threads fighting for 2 (DESIGN.md). One thread per worker; serial runs keep torch's default.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# threads fighting for 2 (DESIGN.md). The tests' tensors are small, so serial test runs take one
+# thread too (on a shared machine several threads per process made small trainings 25x slower).
+# Only the timed benchmark run (--benchmark-only) keeps torch's default threads.
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("benchmark_only", False):
+        torch.set_num_threads(1)
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 

@@ -14,23 +14,19 @@ def _qkv(T):
     return [torch.randn(1, HEADS, T, D // HEADS, generator=g) for _ in range(3)]
 
 
-def _run(benchmark, quick, fn, T, role):
+def _time(measure, quick, fn, T, role):
     if quick and T > 1024:
         pytest.skip("T = 4096 only outside quick mode")
-    benchmark.group = f"attention.sdpa-T{T}"
-    benchmark.extra_info.update(role=role, size=T, sweep="attention.causal")
-    q, k, v = _qkv(T)
-    if quick or T > 1024:
-        benchmark.pedantic(fn, args=(q, k, v), kwargs={"causal": True}, rounds=3, iterations=1, warmup_rounds=1)
-    else:
-        benchmark(fn, q, k, v, causal=True)
+    # T = 4096 takes seconds per call: fixed rounds instead of calibration.
+    measure(fn, *_qkv(T), kwargs={"causal": True}, group=f"attention.sdpa-T{T}", role=role,
+            rounds=3 if T > 1024 else None, size=T, sweep="attention.causal")
 
 
 @pytest.mark.parametrize("T", [256, 1024, 4096])
-def test_attention_fused_sdpa(benchmark, quick, T):
-    _run(benchmark, quick, scaled_dot_product_attention_fused, T, "reference")
+def test_attention_fused_sdpa(measure, quick, T):
+    _time(measure, quick, scaled_dot_product_attention_fused, T, "reference")
 
 
 @pytest.mark.parametrize("T", [256, 1024, 4096])
-def test_attention_notes_formula(benchmark, quick, T):
-    _run(benchmark, quick, scaled_dot_product_attention, T, "kernel")
+def test_attention_notes_formula(measure, quick, T):
+    _time(measure, quick, scaled_dot_product_attention, T, "kernel")

@@ -15,26 +15,17 @@ def data():
     return x, w
 
 
-def _run(benchmark, quick, fn, *args, group, role, **kw):
-    benchmark.group = group
-    benchmark.extra_info["role"] = role
-    if quick:
-        benchmark.pedantic(fn, args=args, kwargs=kw, rounds=3, iterations=1, warmup_rounds=1)
-    else:
-        benchmark(fn, *args, **kw)
+def test_conv2d_torch(measure, data):
+    measure(F.conv2d, *data, kwargs=dict(padding=1), group="cnn.conv2d", role="reference")
 
 
-def test_conv2d_torch(benchmark, quick, data):
-    _run(benchmark, quick, F.conv2d, *data, padding=1, group="cnn.conv2d", role="reference")
+def test_conv2d_unfold(measure, data):
+    measure(cnn.correlate2d, *data, kwargs=dict(padding=1), group="cnn.conv2d")
 
 
-def test_conv2d_unfold(benchmark, quick, data):
-    _run(benchmark, quick, cnn.correlate2d, *data, padding=1, group="cnn.conv2d", role="kernel")
+def test_conv_transpose2d_torch(measure, data):
+    measure(F.conv_transpose2d, *data, kwargs=dict(padding=1), group="cnn.conv-transpose2d", role="reference")
 
 
-def test_conv_transpose2d_torch(benchmark, quick, data):
-    _run(benchmark, quick, F.conv_transpose2d, *data, padding=1, group="cnn.conv-transpose2d", role="reference")
-
-
-def test_conv_transpose2d_fold(benchmark, quick, data):
-    _run(benchmark, quick, cnn.transposed_conv2d, *data, padding=1, group="cnn.conv-transpose2d", role="kernel")
+def test_conv_transpose2d_fold(measure, data):
+    measure(cnn.transposed_conv2d, *data, kwargs=dict(padding=1), group="cnn.conv-transpose2d")

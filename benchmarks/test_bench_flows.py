@@ -11,15 +11,6 @@ QUICK_DIMS, DIMS = [8, 32, 128], [8, 32, 128, 512, 1024]
 QUICK_CHANNELS, CHANNELS = [16, 64, 256], [16, 64, 256, 1024]
 
 
-def _run(benchmark, quick, fn, *args, group, role, size, sweep):
-    benchmark.group = group
-    benchmark.extra_info.update(role=role, size=size, sweep=sweep)
-    if quick:
-        benchmark.pedantic(fn, args=args, rounds=3, iterations=1, warmup_rounds=1)
-    else:
-        benchmark(fn, *args)
-
-
 def _coupling(n):
     torch.manual_seed(n)
     layer = flows.AffineCoupling(n, hidden=64)
@@ -40,19 +31,19 @@ def jacobian_logdet(layer, x):
 
 
 @pytest.mark.parametrize("n", DIMS)
-def test_coupling_logdet_autograd_jacobian(benchmark, quick, n):
+def test_coupling_logdet_autograd_jacobian(measure, quick, n):
     if quick and n not in QUICK_DIMS:
         pytest.skip("quick mode: smaller sizes")
-    _run(benchmark, quick, jacobian_logdet, *_coupling(n), group=f"flows.coupling-logdet-{n}",
-         role="reference", size=n, sweep="flows.coupling-logdet")
+    measure(jacobian_logdet, *_coupling(n), group=f"flows.coupling-logdet-{n}",
+            role="reference", size=n, sweep="flows.coupling-logdet")
 
 
 @pytest.mark.parametrize("n", DIMS)
-def test_coupling_logdet_triangular(benchmark, quick, n):
+def test_coupling_logdet_triangular(measure, quick, n):
     if quick and n not in QUICK_DIMS:
         pytest.skip("quick mode: smaller sizes")
-    _run(benchmark, quick, coupling_logdet, *_coupling(n), group=f"flows.coupling-logdet-{n}",
-         role="kernel", size=n, sweep="flows.coupling-logdet")
+    measure(coupling_logdet, *_coupling(n), group=f"flows.coupling-logdet-{n}",
+            role="kernel", size=n, sweep="flows.coupling-logdet")
 
 
 def _conv_layers(c):
@@ -71,16 +62,16 @@ def lu_logdet(layer, hw):
 
 
 @pytest.mark.parametrize("c", CHANNELS)
-def test_conv1x1_logdet_full(benchmark, quick, c):
+def test_conv1x1_logdet_full(measure, quick, c):
     if quick and c not in QUICK_CHANNELS:
         pytest.skip("quick mode: smaller sizes")
-    _run(benchmark, quick, full_logdet, _conv_layers(c)[0], 64, group=f"flows.conv1x1-logdet-{c}",
-         role="reference", size=c, sweep="flows.conv1x1-logdet")
+    measure(full_logdet, _conv_layers(c)[0], 64, group=f"flows.conv1x1-logdet-{c}",
+            role="reference", size=c, sweep="flows.conv1x1-logdet")
 
 
 @pytest.mark.parametrize("c", CHANNELS)
-def test_conv1x1_logdet_lu(benchmark, quick, c):
+def test_conv1x1_logdet_lu(measure, quick, c):
     if quick and c not in QUICK_CHANNELS:
         pytest.skip("quick mode: smaller sizes")
-    _run(benchmark, quick, lu_logdet, _conv_layers(c)[1], 64, group=f"flows.conv1x1-logdet-{c}",
-         role="kernel", size=c, sweep="flows.conv1x1-logdet")
+    measure(lu_logdet, _conv_layers(c)[1], 64, group=f"flows.conv1x1-logdet-{c}",
+            role="kernel", size=c, sweep="flows.conv1x1-logdet")

@@ -31,19 +31,10 @@ def fid_scipy(mu1, s1, mu2, s2):
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean.real))
 
 
-def _run(benchmark, quick, fn, *args, role):
-    benchmark.group = "gan.fid"
-    benchmark.extra_info["role"] = role
-    benchmark.extra_info["size"] = int(args[0].shape[0])
-    if quick:
-        benchmark.pedantic(fn, args=args, rounds=3, iterations=1, warmup_rounds=0)
-    else:
-        benchmark.pedantic(fn, args=args, rounds=5, iterations=1, warmup_rounds=1)
+def test_fid_scipy_sqrtm(measure, stats):
+    measure(fid_scipy, *[t.numpy() for t in stats], group="gan.fid", role="reference", rounds=5,
+            size=int(stats[0].shape[0]))
 
 
-def test_fid_scipy_sqrtm(benchmark, quick, stats):
-    _run(benchmark, quick, fid_scipy, *[t.numpy() for t in stats], role="reference")
-
-
-def test_fid_eigh(benchmark, quick, stats):
-    _run(benchmark, quick, gan.frechet_distance, *stats, role="kernel")
+def test_fid_eigh(measure, stats):
+    measure(gan.frechet_distance, *stats, group="gan.fid", rounds=5, size=int(stats[0].shape[0]))

@@ -19,15 +19,6 @@ def grads():
     return [g * 1e-3 for g in _params(1)]
 
 
-def _run(benchmark, quick, fn, group, role):
-    benchmark.group = group
-    benchmark.extra_info["role"] = role
-    if quick:
-        benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)
-    else:
-        benchmark.pedantic(fn, rounds=15, iterations=1, warmup_rounds=2)
-
-
 TORCH = {
     "sgd": (torch.optim.SGD, dict(lr=0.01)),
     "momentum": (torch.optim.SGD, dict(lr=0.01, momentum=0.9)),
@@ -39,17 +30,17 @@ TORCH = {
 
 
 @pytest.mark.parametrize("name", list(TORCH))
-def test_step_torch(benchmark, quick, grads, name):
+def test_step_torch(measure, grads, name):
     ps = [p.requires_grad_(True) for p in _params(0)]
     for p, g in zip(ps, grads):
         p.grad = g
     cls, kw = TORCH[name]
     opt = cls(ps, **kw)
-    _run(benchmark, quick, opt.step, f"gd.{name}-step", "reference")
+    measure(opt.step, group=f"gd.{name}-step", role="reference")
 
 
 @pytest.mark.parametrize("name", list(TORCH))
-def test_step_notes(benchmark, quick, grads, name):
+def test_step_notes(measure, grads, name):
     ps = _params(0)
     state = [[torch.zeros_like(p) for p in ps] for _ in range(2)]
     t = [0]
@@ -66,4 +57,4 @@ def test_step_notes(benchmark, quick, grads, name):
         "rmsprop": lambda: gd.rmsprop_step(ps, grads, state[0], lr=0.01, rho=0.99, delta=1e-8),
         "adam": adam,
     }[name]
-    _run(benchmark, quick, step, f"gd.{name}-step", "kernel")
+    measure(step, group=f"gd.{name}-step")

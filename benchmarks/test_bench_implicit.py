@@ -27,18 +27,14 @@ def _grad(depth_fn, fn, o, w, theta):
     return torch.autograd.grad(d.sum(), theta)
 
 
-def _run(benchmark, quick, depth_fn, role):
+def _time(measure, quick, depth_fn, role):
     fn, o, w, theta = _setup(2048 if quick else 65536)
-    benchmark.group = "implicit.dvr-backward"
-    benchmark.extra_info["role"] = role
-    benchmark.extra_info["rays"] = o.shape[0]
-    benchmark.pedantic(_grad, args=(depth_fn, fn, o, w, theta), rounds=3 if quick else 5, iterations=1,
-                       warmup_rounds=1)
+    measure(_grad, depth_fn, fn, o, w, theta, group="implicit.dvr-backward", role=role, rounds=5, rays=o.shape[0])
 
 
-def test_dvr_unrolled(benchmark, quick):
-    _run(benchmark, quick, im.surface_depth_unrolled, "reference")
+def test_dvr_unrolled(measure, quick):
+    _time(measure, quick, im.surface_depth_unrolled, "reference")
 
 
-def test_dvr_implicit(benchmark, quick):
-    _run(benchmark, quick, im.surface_depth, "kernel")
+def test_dvr_implicit(measure, quick):
+    _time(measure, quick, im.surface_depth, "kernel")

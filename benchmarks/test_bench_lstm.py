@@ -25,36 +25,27 @@ def setup(request):
     return ref, W, b, x, z
 
 
-def _run(benchmark, quick, fn, group, role):
-    benchmark.group = group
-    benchmark.extra_info["role"] = role
-    if quick:
-        benchmark.pedantic(fn, rounds=2, iterations=1, warmup_rounds=0)
-    else:
-        benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
-
-
-def test_lstm_forward_torch(benchmark, quick, setup):
+def test_lstm_forward_torch(measure, setup):
     ref, W, b, x, z = setup
 
     def fwd():
         with torch.no_grad():
             return ref(x)
 
-    _run(benchmark, quick, fwd, "lstm.forward", "reference")
+    measure(fwd, group="lstm.forward", role="reference", rounds=5)
 
 
-def test_lstm_forward_notes(benchmark, quick, setup):
+def test_lstm_forward_notes(measure, setup):
     ref, W, b, x, z = setup
 
     def fwd():
         with torch.no_grad():
             return L.lstm_sequence(x, z, z, W, b)
 
-    _run(benchmark, quick, fwd, "lstm.forward", "kernel")
+    measure(fwd, group="lstm.forward", rounds=5)
 
 
-def test_lstm_forward_backward_torch(benchmark, quick, setup):
+def test_lstm_forward_backward_torch(measure, setup):
     ref, W, b, x, z = setup
 
     def fb():
@@ -62,10 +53,10 @@ def test_lstm_forward_backward_torch(benchmark, quick, setup):
         out, _ = ref(x)
         out.sum().backward()
 
-    _run(benchmark, quick, fb, "lstm.forward-backward", "reference")
+    measure(fb, group="lstm.forward-backward", role="reference", rounds=5)
 
 
-def test_lstm_forward_backward_notes(benchmark, quick, setup):
+def test_lstm_forward_backward_notes(measure, setup):
     ref, W, b, x, z = setup
 
     def fb():
@@ -73,4 +64,4 @@ def test_lstm_forward_backward_notes(benchmark, quick, setup):
         hs, _ = L.lstm_sequence(x, z, z, W, b)
         hs.sum().backward()
 
-    _run(benchmark, quick, fb, "lstm.forward-backward", "kernel")
+    measure(fb, group="lstm.forward-backward", rounds=5)

@@ -7,13 +7,6 @@ import torch
 from impl import nerf as nf
 
 
-def _run(benchmark, quick, fn, *args, group, role, rounds=5, **info):
-    benchmark.group = group
-    benchmark.extra_info["role"] = role
-    benchmark.extra_info.update(info)
-    benchmark.pedantic(fn, args=args, rounds=3 if quick else rounds, iterations=1, warmup_rounds=1)
-
-
 def _rays(R, N, seed=0):
     g = torch.Generator().manual_seed(seed)
     sigma = torch.rand(R, N, generator=g) * 3
@@ -37,16 +30,16 @@ def render_loop(sigma, colors, t):
 
 # Per-ray loop against the vectorised kernel on the same rays: a loop over all 65536 rays x 128 samples
 # would take minutes, so both sides render a subset (256 rays; 32 quick) and the ratio is per ray.
-def test_volume_render_loop(benchmark, quick):
+def test_volume_render_loop(measure, quick):
     data = _rays(32 if quick else 256, 128)
-    _run(benchmark, quick, render_loop, *data, group="nerf.volume-render-vs-loop", role="reference", rounds=1,
-         rays=data[0].shape[0], samples=128)
+    measure(render_loop, *data, group="nerf.volume-render-vs-loop", role="reference", rounds=1,
+            rays=data[0].shape[0], samples=128)
 
 
-def test_volume_render_vectorised_subset(benchmark, quick):
+def test_volume_render_vectorised_subset(measure, quick):
     data = _rays(32 if quick else 256, 128)
-    _run(benchmark, quick, nf.volume_render, data[0], data[1], data[2], group="nerf.volume-render-vs-loop",
-         role="kernel", rays=data[0].shape[0], samples=128)
+    measure(nf.volume_render, data[0], data[1], data[2], group="nerf.volume-render-vs-loop",
+            role="kernel", rays=data[0].shape[0], samples=128, rounds=5)
 
 
 # 65536 rays x 128 samples (8192 quick): the notes' cumprod weights against the log-space weights,
@@ -62,24 +55,24 @@ def full(quick):
     return _CACHE[key]
 
 
-def test_volume_render_cumprod(benchmark, quick, full):
+def test_volume_render_cumprod(measure, full):
     sigma, _, t = full
-    _run(benchmark, quick, nf.alpha_compositing_weights, sigma, t, group="nerf.volume-render", role="reference",
-         rays=sigma.shape[0], samples=128)
+    measure(nf.alpha_compositing_weights, sigma, t, group="nerf.volume-render", role="reference",
+            rays=sigma.shape[0], samples=128, rounds=5)
 
 
-def test_volume_render_logspace(benchmark, quick, full):
+def test_volume_render_logspace(measure, full):
     sigma, colors, t = full
-    _run(benchmark, quick, nf.volume_render, sigma, colors, t, group="nerf.volume-render", role="kernel",
-         rays=sigma.shape[0], samples=128)
+    measure(nf.volume_render, sigma, colors, t, group="nerf.volume-render", role="kernel",
+            rays=sigma.shape[0], samples=128, rounds=5)
 
 
 @pytest.mark.parametrize("frac", [4, 2, 1])
-def test_volume_render_sweep(benchmark, quick, full, frac):
+def test_volume_render_sweep(measure, full, frac):
     sigma, colors, t = full
     n = sigma.shape[0] // frac
-    _run(benchmark, quick, nf.volume_render, sigma[:n], colors[:n], t[:n], group=f"nerf.volume-render-sweep-{n}",
-         role="kernel", size=n, sweep="nerf.volume-render-rays")
+    measure(nf.volume_render, sigma[:n], colors[:n], t[:n], group=f"nerf.volume-render-sweep-{n}",
+            role="kernel", size=n, sweep="nerf.volume-render-rays", rounds=5)
 
 
 # Hash encoding: 8 levels of 2 features, finest resolution 128, table 2^19. Reference: the same levels as
@@ -106,16 +99,16 @@ def dense_grid_sample(grids, x):
     return torch.cat([torch.nn.functional.grid_sample(gr, g, align_corners=True)[0, :, 0, 0].T for gr in grids], -1)
 
 
-def test_hash_encoding_dense_grid_sample(benchmark, quick, hash_setup):
+def test_hash_encoding_dense_grid_sample(measure, hash_setup):
     _, x, grids = hash_setup
     with torch.no_grad():
-        _run(benchmark, quick, dense_grid_sample, grids, x, group="nerf.hash-encoding", role="reference",
-             points=x.shape[0], rounds=3)
+        measure(dense_grid_sample, grids, x, group="nerf.hash-encoding", role="reference",
+                points=x.shape[0], rounds=3)
 
 
-def test_hash_encoding(benchmark, quick, hash_setup):
+def test_hash_encoding(benchmark, measure, hash_setup):
     enc, x, _ = hash_setup
     with torch.no_grad():
-        _run(benchmark, quick, enc, x, group="nerf.hash-encoding", role="kernel", points=x.shape[0], rounds=3)
+        measure(enc, x, group="nerf.hash-encoding", role="kernel", points=x.shape[0], rounds=3)
     if benchmark.stats is not None:  # None under --benchmark-disable / xdist
         benchmark.extra_info["points_per_s"] = x.shape[0] / benchmark.stats.stats.median

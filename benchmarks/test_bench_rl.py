@@ -18,17 +18,6 @@ from impl import rl
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _run(benchmark, quick, fn, *args, group, role, size=None, sweep=None, **kw):
-    benchmark.group = group
-    benchmark.extra_info["role"] = role
-    if size is not None:
-        benchmark.extra_info["size"] = size
-        benchmark.extra_info["sweep"] = sweep
-    if quick:
-        return benchmark.pedantic(fn, args=args, kwargs=kw, rounds=3, iterations=1, warmup_rounds=1)
-    return benchmark(fn, *args, **kw)
-
-
 def _mdp(S, dtype=torch.float32, seed=0):
     m = rl.random_mdp(1, S, 8, generator=torch.Generator().manual_seed(seed), dtype=dtype, device=DEVICE)
     return m.P[0], m.R[0]
@@ -52,36 +41,36 @@ def _sizes(quick):
 
 @pytest.mark.parametrize("S", [100, 300, 1000, 2000, 10_000])
 @pytest.mark.parametrize("role", ["reference", "kernel"])
-def test_vi_sweep(benchmark, quick, S, role):
+def test_vi_sweep(measure, quick, S, role):
     if S not in _sizes(quick):
         pytest.skip(f"|S| = {S} is left out in this mode / on this device (dense P is 32 |S|^2 bytes)")
     P, R = _mdp(S)
     if role == "reference":
-        _run(benchmark, quick, _plain_sweeps, P, R, 0.9, 10, group=f"rl.vi-sweep-{S}", role=role)
+        measure(_plain_sweeps, P, R, 0.9, 10, group=f"rl.vi-sweep-{S}", role=role)
     else:
-        out = _run(benchmark, quick, rl.value_iteration, P, R, 0.9, tol=0.0, max_iter=10,
-                   group=f"rl.vi-sweep-{S}", role=role, size=S, sweep="rl.vi-sweep")
+        out = measure(rl.value_iteration, P, R, 0.9, kwargs=dict(tol=0.0, max_iter=10),
+                      group=f"rl.vi-sweep-{S}", role=role, size=S, sweep="rl.vi-sweep")
         torch.testing.assert_close(out[0], _plain_sweeps(P, R, 0.9, 10), rtol=1e-5, atol=1e-5)
 
 
-def test_vi_to_accuracy(benchmark, quick):
+def test_vi_to_accuracy(measure):
     P, R = _mdp(200, torch.float64, seed=1)
     gamma = 0.99
     # stopping at step <= eps (1 - gamma) / gamma guarantees max |V - v_*| <= eps = 1e-6
-    V, _ = _run(benchmark, quick, rl.value_iteration, P, R, gamma, tol=1e-6 * (1 - gamma) / gamma,
-                group="rl.pi-vs-vi", role="reference")
+    V, _ = measure(rl.value_iteration, P, R, gamma, kwargs=dict(tol=1e-6 * (1 - gamma) / gamma),
+                   group="rl.pi-vs-vi", role="reference")
     _, v_star, _ = rl.policy_iteration(P, R, gamma)
     assert (V - v_star).abs().max() <= 1e-6
 
 
-def test_pi_to_accuracy(benchmark, quick):
+def test_pi_to_accuracy(measure):
     P, R = _mdp(200, torch.float64, seed=1)
-    _run(benchmark, quick, rl.policy_iteration, P, R, 0.99, group="rl.pi-vs-vi", role="kernel")
+    measure(rl.policy_iteration, P, R, 0.99, group="rl.pi-vs-vi", role="kernel")
 
 
 @pytest.mark.parametrize("runs, role", [(1, "reference"), (4096, "kernel")])
-def test_q_learning_runs(benchmark, quick, runs, role):
+def test_q_learning_runs(measure, runs, role):
     lake = rl.frozen_lake(device=DEVICE, dtype=torch.float32)
     g = torch.Generator(device=DEVICE).manual_seed(0)
-    _run(benchmark, quick, rl.run_q_learning, lake, 0.9, n_runs=runs, n_steps=200, epsilon=0.2, generator=g,
-         group="rl.q-learning-runs", role=role)
+    measure(rl.run_q_learning, lake, 0.9, kwargs=dict(n_runs=runs, n_steps=200, epsilon=0.2, generator=g),
+            group="rl.q-learning-runs", role=role)

@@ -14,16 +14,6 @@ from spec.testing import fit_exponent, generator, seeds
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run small tensors: on a shared 2-core machine several intra-op threads per process
-    oversubscribe the cores (measured 25x slower in a serial run), so use one and restore it after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _rotation(g, dtype=F64, device="cpu"):
     q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=F64))
     q = q * torch.sign(torch.diagonal(r))

@@ -14,16 +14,6 @@ from spec.testing import count_flops, fit_exponent, generator, seeds, tol
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run small tensors: on a shared 2-core machine several intra-op threads per process
-    oversubscribe the cores (measured 25x slower in a serial run), so use one and restore it after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _render_case(seed, R=6, N=12, dtype=F64, device="cpu", scale=3.0):
     g = generator(seed)
     sigma = (torch.rand(R, N, generator=g, dtype=F64) * scale).to(device=device, dtype=dtype)

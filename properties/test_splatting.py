@@ -731,29 +731,24 @@ def psnr(a, b):
 def test_fit_synthetic_scene(save_figure, record_property):
     import matplotlib.pyplot as plt
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: more threads only contend on the shared 2-core machine
-    try:
-        views, k, images = sphere_scene()
-        g = generator(3)
-        n, steps = 120, 300
-        random_init = (torch.rand(n, 3, generator=g) * 2 - 1)  # uniform in the cube around the scene
-        # approximate reconstruction: points on the true spheres, jittered by 0.1
-        idx = torch.randint(0, 3, (n,), generator=g)
-        u = torch.randn(n, 3, generator=g)
-        approx_init = SPHERES[idx, :3] + SPHERES[idx, 3:] * u / u.norm(dim=1, keepdim=True) + 0.1 * torch.randn(n, 3, generator=g)
-        fits = {}
-        for name, init in (("random", random_init), ("approximate reconstruction", approx_init)):
-            params, losses = gs.fit_gaussians(initial_gaussians(init), images[:8], views[:8], k, steps=steps, lr=0.02,
-                                              densify_every=50, densify_until=200, grad_threshold=2e-5,
-                                              scene_extent=1.5, percent_dense=0.05, generator=generator(2))
-            with torch.no_grad():
-                renders = torch.stack([gs.render_gaussians(params, v, k, 32, 32, eps2d=0.3) for v in views])
-            fits[name] = dict(params=params, first=losses[:8].mean().item(), last=losses[-8:].mean().item(),
-                              train=np.mean([psnr(renders[i], images[i]) for i in range(8)]),
-                              test=psnr(renders[8], images[8]), renders=renders)
-    finally:
-        torch.set_num_threads(threads)
+    views, k, images = sphere_scene()
+    g = generator(3)
+    n, steps = 120, 300
+    random_init = (torch.rand(n, 3, generator=g) * 2 - 1)  # uniform in the cube around the scene
+    # approximate reconstruction: points on the true spheres, jittered by 0.1
+    idx = torch.randint(0, 3, (n,), generator=g)
+    u = torch.randn(n, 3, generator=g)
+    approx_init = SPHERES[idx, :3] + SPHERES[idx, 3:] * u / u.norm(dim=1, keepdim=True) + 0.1 * torch.randn(n, 3, generator=g)
+    fits = {}
+    for name, init in (("random", random_init), ("approximate reconstruction", approx_init)):
+        params, losses = gs.fit_gaussians(initial_gaussians(init), images[:8], views[:8], k, steps=steps, lr=0.02,
+                                          densify_every=50, densify_until=200, grad_threshold=2e-5,
+                                          scene_extent=1.5, percent_dense=0.05, generator=generator(2))
+        with torch.no_grad():
+            renders = torch.stack([gs.render_gaussians(params, v, k, 32, 32, eps2d=0.3) for v in views])
+        fits[name] = dict(params=params, first=losses[:8].mean().item(), last=losses[-8:].mean().item(),
+                          train=np.mean([psnr(renders[i], images[i]) for i in range(8)]),
+                          test=psnr(renders[8], images[8]), renders=renders)
     rnd, apx = fits["random"], fits["approximate reconstruction"]
     assert rnd["first"] / rnd["last"] >= 10
     assert rnd["test"] >= 22

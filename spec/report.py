@@ -27,14 +27,16 @@ def chapters(ledger: dict) -> list[tuple[str, list[dict]]]:
     for c in ledger["claims"]:
         groups.setdefault(c["id"].split(".", 1)[0], []).append(c)
 
-    def first_line(cs):
-        return min(int(c["lines"].replace("-", ",").split(",")[0]) for c in cs)
+    return sorted(groups.items(), key=lambda kv: min(map(first_line, kv[1])))
 
-    return sorted(groups.items(), key=lambda kv: first_line(kv[1]))
+
+def first_line(claim: dict) -> int:
+    return int(claim["lines"].replace("-", ",").split(",")[0])
 
 
 def wrong(ledger: dict) -> list[dict]:
-    return [c for c in ledger["claims"] if c["verdict"] in ("false-as-written", "conditional")]
+    """The false-as-written and conditional claims, in the order of the notes."""
+    return sorted((c for c in ledger["claims"] if c["verdict"] in ("false-as-written", "conditional")), key=first_line)
 
 
 # --------------------------------------------------------------------------- Markdown

@@ -1,11 +1,12 @@
 """The benchmark regression gate.
 
-Runs ``benchmarks/`` serially with pytest-benchmark (``--runs`` times), then, for every group,
-divides each kernel's best time by the best time of the group's reference kernel timed in the same
-session. Absolute times
-move by 10-30 % between runs on a shared machine; such ratios move far less. The gate compares
-the ratios with ``benchmarks/baseline.json`` and fails when one grows by more than the threshold
-(default 1.0: a kernel that becomes more than twice as slow relative to its reference).
+Runs ``benchmarks/`` serially with pytest-benchmark (``--runs`` sessions, default 2), keeps each
+benchmark's best time over all sessions, and divides each kernel's best time by that of its group's
+reference kernel, timed in the same sessions. Absolute times move by 10-30 % between runs on a
+shared machine; such ratios move far less. The gate compares the ratios with
+``benchmarks/baseline.json`` and fails when one grows by more than the threshold (default 1.0: a
+kernel that becomes more than twice as slow relative to its reference). A group that exceeds it is
+timed in two more sessions before the gate fails, so that only a regression that persists fails it.
 Size sweeps (``extra_info["sweep"]`` and ``["size"]``) also get a fitted exponent of time
 against size, reported beside the ratios.
 
@@ -54,7 +55,7 @@ def summarise(benches: list[dict]) -> dict:
         for b in benches:
             role = b.get("extra_info", {}).get("role", "kernel")
             med = b["time"]
-            rows.append({"group": group, "name": b["name"], "role": role, "min_s": med,
+            rows.append({"group": group, "name": b["name"], "fullname": b["fullname"], "role": role, "min_s": med,
                          "ratio": (med / ref) if (ref and role != "reference") else None,
                          "size": b.get("extra_info", {}).get("size"),
                          "sweep": b.get("extra_info", {}).get("sweep"),
@@ -85,10 +86,33 @@ def compare(summary: dict, baseline: dict, threshold: float) -> list[str]:
             continue
         base = baseline.get(key(r))
         r["baseline"] = base
-        if base is not None and r["ratio"] > base * (1.0 + threshold):
+        r["regressed"] = base is not None and r["ratio"] > base * (1.0 + threshold)
+        if r["regressed"]:
             failures.append(f"{key(r)}: ratio {r['ratio']:.3g} against baseline {base:.3g} "
                             f"(allowed up to {base * (1 + threshold):.3g})")
     return failures
+
+
+def time_sessions(targets: list[str], args, n: int) -> list[dict] | None:
+    """Time ``targets`` (paths or node ids) in ``n`` serial pytest-benchmark sessions; None on failure."""
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            raw = Path(tmp) / f"bench{i}.json"
+            cmd = [sys.executable, "-m", "pytest", *targets, "-p", "no:xdist", "-q",
+                   "--benchmark-only", f"--benchmark-json={raw}", "--benchmark-disable-gc", "-m", "not slow"]
+            if args.quick:
+                cmd += ["--quick", "--benchmark-min-rounds=3", "--benchmark-max-time=0.25", "--benchmark-warmup=off"]
+            if args.keyword:
+                cmd += ["-k", args.keyword]
+            env = dict(os.environ, MP_BENCH_QUICK="1" if args.quick else "0")
+            print(f"+ [session {i + 1}/{n}]", " ".join(cmd), flush=True)
+            proc = subprocess.run(cmd, cwd=ROOT, env=env)
+            if proc.returncode not in (0, 5) or not raw.exists():
+                print(f"benchmark run failed (pytest exit {proc.returncode})", file=sys.stderr)
+                return None
+            runs.append(json.loads(raw.read_text()))
+    return runs
 
 
 def main(argv=None) -> int:
@@ -102,28 +126,26 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=2, help="timed sessions; each benchmark keeps its best time (default 2)")
     args = ap.parse_args(argv)
 
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.runs):
-            raw = Path(tmp) / f"bench{i}.json"
-            cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-p", "no:xdist", "-q",
-                   "--benchmark-only", f"--benchmark-json={raw}", "--benchmark-disable-gc", "-m", "not slow"]
-            if args.quick:
-                cmd += ["--quick", "--benchmark-min-rounds=3", "--benchmark-max-time=0.25", "--benchmark-warmup=off"]
-            if args.keyword:
-                cmd += ["-k", args.keyword]
-            env = dict(os.environ, MP_BENCH_QUICK="1" if args.quick else "0")
-            print(f"+ [run {i + 1}/{args.runs}]", " ".join(cmd), flush=True)
-            proc = subprocess.run(cmd, cwd=ROOT, env=env)
-            if proc.returncode not in (0, 5) or not raw.exists():
-                print(f"benchmark run failed (pytest exit {proc.returncode})", file=sys.stderr)
-                return proc.returncode or 1
-            runs.append(json.loads(raw.read_text()))
+    runs = time_sessions([str(ROOT / "benchmarks")], args, args.runs)
+    if runs is None:
+        return 1
     summary = summarise(best_times(runs))
-
     baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     failures = compare(summary, baseline, args.threshold)
-    summary.update(quick=args.quick, threshold=args.threshold, runs=args.runs, failures=failures)
+    retimed = []
+    if failures and not args.update_baseline:
+        # A regression must survive re-timing: time the failing groups (kernels and references)
+        # in two more sessions and keep each benchmark's best time over all sessions. A real
+        # slowdown persists; a busy spell on a shared machine does not.
+        groups = {r["group"] for r in summary["ratios"] if r.get("regressed")}
+        retimed = sorted({r["fullname"] for r in summary["ratios"] if r["group"] in groups})
+        print(f"\nre-timing {len(groups)} group(s) that exceed the threshold: {sorted(groups)}", flush=True)
+        more = time_sessions(retimed, args, 2)
+        if more is None:
+            return 1
+        summary = summarise(best_times(runs + more))
+        failures = compare(summary, baseline, args.threshold)
+    summary.update(quick=args.quick, threshold=args.threshold, runs=args.runs, retimed=retimed, failures=failures)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -44,9 +44,12 @@ def check_same(ref: torch.Tensor, ref_name: str, **others: torch.Tensor) -> None
             raise TypeError(f"{name}: dtype {t.dtype} differs from {ref_name}'s {ref.dtype}")
 
 
-def check_int(value, name: str, *, min: int | None = None, max: int | None = None) -> int:
+def check_int(value, name: str, *, min: int | None = None, max: int | None = None, odd: bool = False) -> int:
+    """Check an int in [min, max]; ``odd=True`` also requires it odd (kernels that keep a centre)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if odd and value % 2 == 0:
+        raise ValueError(f"{name}: must be odd, got {value}")
     if min is not None and value < min:
         raise ValueError(f"{name}: must be >= {min}, got {value}")
     if max is not None and value > max:

@@ -380,9 +380,7 @@ class GatedPixelCNN(_ImageAR):
         check_int(levels, "levels", min=2)
         check_int(hidden, "hidden", min=1)
         check_int(layers, "layers", min=1)
-        check_int(kernel, "kernel", min=3)
-        if kernel % 2 == 0:
-            raise ValueError(f"kernel: must be odd, got {kernel}")
+        check_int(kernel, "kernel", min=3, odd=True)
         self.channels, self.levels, self.k = 1, levels, kernel
         r = kernel // 2
         ins = [levels] + [hidden] * (layers - 1)
@@ -420,9 +418,7 @@ class RowLSTM(_ImageAR):
         super().__init__()
         check_int(levels, "levels", min=2)
         check_int(hidden, "hidden", min=1)
-        check_int(kernel, "kernel", min=3)
-        if kernel % 2 == 0:
-            raise ValueError(f"kernel: must be odd, got {kernel}")
+        check_int(kernel, "kernel", min=3, odd=True)
         self.channels, self.levels, self.hidden = 1, levels, hidden
         self.input_to_state = MaskedConv2d(levels, 4 * hidden, (1, kernel), "A")
         self.state_to_state = nn.Conv1d(hidden, 4 * hidden, kernel, padding=kernel // 2)

@@ -223,9 +223,7 @@ class MultiStageHeatmapNet(nn.Module):
         check_int(joints, "joints", min=1)
         check_int(stages, "stages", min=1)
         check_int(hidden, "hidden", min=1)
-        check_int(kernel, "kernel", min=1)
-        if kernel % 2 == 0:
-            raise ValueError(f"kernel: must be odd to keep the map size, got {kernel}")
+        check_int(kernel, "kernel", min=1, odd=True)  # odd keeps the map size
         self.in_channels, self.joints = in_channels, joints
 
         def block(cin):
@@ -284,9 +282,7 @@ def crop_patches(images: torch.Tensor, centers: torch.Tensor, size: int) -> tupl
     """
     check_tensor(images, "images", ndim=3)
     check_tensor(centers, "centers", shape=(images.shape[0], 2), finite=True)
-    check_int(size, "size", min=1)
-    if size % 2 == 0:
-        raise ValueError(f"size: must be odd, got {size}")
+    check_int(size, "size", min=1, odd=True)
     B, H, W = images.shape
     r = size // 2
     c = centers.round().long()

@@ -1,0 +1,43 @@
+"""The shared input checks of impl/_checks.py: each names the argument it rejects."""
+
+import pytest
+import torch
+
+from impl._checks import check_choice, check_float, check_int, check_same, check_tensor
+
+
+def test_check_int():
+    assert check_int(5, "k", min=1, odd=True) == 5
+    with pytest.raises(ValueError, match="k: must be odd, got 4"):
+        check_int(4, "k", odd=True)
+    with pytest.raises(ValueError, match="k: must be >= 1"):
+        check_int(0, "k", min=1)
+    with pytest.raises(ValueError, match="k: must be <= 3"):
+        check_int(4, "k", max=3)
+    with pytest.raises(TypeError, match="k: expected an int"):
+        check_int(True, "k")
+
+
+def test_check_float():
+    assert check_float(0.5, "p", min=0, max=1) == 0.5
+    with pytest.raises(ValueError, match="p: must be > 0"):
+        check_float(0.0, "p", min=0, min_open=True)
+    with pytest.raises(ValueError, match="p: must be finite"):
+        check_float(float("nan"), "p")
+    with pytest.raises(TypeError, match="p: expected a real number"):
+        check_float("1", "p")
+
+
+def test_check_tensor_and_same():
+    x = torch.zeros(2, 3)
+    assert check_tensor(x, "x", ndim=2, shape=(None, 3)) is x
+    with pytest.raises(ValueError, match=r"x: expected shape \(\*, 4\)"):
+        check_tensor(x, "x", shape=(None, 4))
+    with pytest.raises(TypeError, match="x: expected a floating-point tensor"):
+        check_tensor(torch.zeros(2, dtype=torch.int64), "x")
+    with pytest.raises(ValueError, match="x: contains NaN"):
+        check_tensor(torch.tensor([float("inf")]), "x", finite=True)
+    with pytest.raises(TypeError, match="y: dtype"):
+        check_same(x, "x", y=x.double())
+    with pytest.raises(ValueError, match="mode: expected one of"):
+        check_choice("z", "mode", ["a", "b"])

@@ -19,7 +19,11 @@ KINDS = (
 )
 ROLES = ("verifies", "refutes", "corrects")
 REQUIRED = ("id", "section", "statement", "kind", "verdict", "lines")
-OPTIONAL = ("correction", "reason")
+OPTIONAL = ("correction", "reason", "severity")
+# How much a flagged finding matters to a reader (DESIGN.md, "Claims"), most serious first.
+SEVERITIES = ("error", "slip", "fine-print")
+FLAGGED = ("false-as-written", "conditional")
+REQUIRE_SEVERITY = False  # TEMPORARY while the registry is being filled in
 ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\.[a-z0-9]+(?:-[a-z0-9]+)*$")
 LINES_RE = re.compile(r"^\s*\d+(?:\s*-\s*\d+)?(?:\s*,\s*\d+(?:\s*-\s*\d+)?)*\s*$")
 
@@ -53,6 +57,7 @@ class Claim:
     lines: str
     correction: str = ""
     reason: str = ""
+    severity: str = ""
     file: str = field(default="", compare=False)
 
     @property
@@ -106,6 +111,13 @@ def _claim_from_table(table: dict, path: Path, index: int) -> Claim:
         for k in ("correction", "reason") if table["verdict"] != "not-testable" else ("reason",):
             if k not in table:
                 raise RegistryError(f"{where}: verdict {table['verdict']!r} needs a {k!r}")
+    if REQUIRE_SEVERITY and table["verdict"] in FLAGGED and "severity" not in table:
+        raise RegistryError(f"{where}: verdict {table['verdict']!r} needs a 'severity' (one of {SEVERITIES})")
+    if "severity" in table:
+        if table["verdict"] not in FLAGGED:
+            raise RegistryError(f"{where}: only {' and '.join(FLAGGED)} claims take a severity")
+        if table["severity"] not in SEVERITIES:
+            raise RegistryError(f"{where}: severity {table['severity']!r} is not one of {SEVERITIES}")
     return Claim(**table, file=str(path))
 
 

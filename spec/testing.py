@@ -61,3 +61,65 @@ def count_flops(fn, *args, **kwargs) -> int:
     with FlopCounterMode(display=False) as counter:
         fn(*args, **kwargs)
     return int(counter.get_total_flops())
+
+
+# Calls that make a GPU wait for its queue and copy a value to the host. Boolean-mask indexing and
+# nonzero() also sync (their result's size is data-dependent).
+_SYNC_CALLS = frozenset({"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__",
+                         "nonzero", "masked_select", "unique", "unique_consecutive", "repeat_interleave"})
+_IMPL_DIR = str((__import__("pathlib").Path(__file__).resolve().parent.parent / "impl")) + "/"
+
+
+class HostSyncCounter:
+    """Result of :func:`count_host_syncs`: ``count`` and ``where`` (``"impl/x.py:12 item"`` per call)."""
+
+    def __init__(self):
+        self.where: list[str] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.where)
+
+    def __repr__(self):
+        return f"HostSyncCounter(count={self.count}, where={self.where[:10]})"
+
+
+def _bool_index(args) -> bool:
+    idx = args[1] if len(args) > 1 else None
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+class count_host_syncs(torch.overrides.TorchFunctionMode):
+    """Count host synchronisations made by code in ``impl/`` inside the ``with`` block.
+
+    ``.item()``, ``bool()``, ``float()``, ``.tolist()``, ``.cpu()``, ``.numpy()``, ``nonzero`` and
+    boolean-mask indexing are counted when the innermost non-torch caller is a file under impl/.
+    On the CPU nothing waits, but the same code on a GPU would stall there, so counting on the CPU
+    tells whether a loop stays asynchronous (DESIGN.md: no host synchronisation inside a loop)::
+
+        with count_host_syncs() as syncs:
+            one_sweep()
+        assert syncs.count == 0, syncs.where
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.result = HostSyncCounter()
+
+    def __enter__(self):
+        super().__enter__()
+        return self.result
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in _SYNC_CALLS or (name in ("__getitem__", "__setitem__") and _bool_index(args)):
+            import sys
+
+            f = sys._getframe(1)
+            while f is not None and "/torch/" in f.f_code.co_filename:
+                f = f.f_back
+            if f is not None and f.f_code.co_filename.startswith(_IMPL_DIR):
+                rel = f.f_code.co_filename[len(_IMPL_DIR) - 5:]
+                self.result.where.append(f"{rel}:{f.f_lineno} {name}")
+        return func(*args, **(kwargs or {}))

@@ -1,0 +1,92 @@
+"""Operator-level mutation testing of one impl/ module with mutmut, in a scratch copy of the checkout.
+
+    python -m spec.mutation impl/cnn.py [TEST FILE ...] [--out report/mutation]
+
+mutmut rewrites the module into ``mutants/`` under the folder it runs in, so each run works in its
+own copy (``$TMPDIR/mp-mutation-<module>``): runs for different modules can go on side by side and
+the checkout is never touched. The tests default to the section's own files
+(``properties/test_<stem>.py``, ``spec/derivations/test_<stem>.py``, ``golden/test_<stem>.py``).
+Writes ``<out>/<stem>.txt``: the kill rate and, for every survivor, its diff, so that each one
+gets a test or is listed as equivalent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _copy_checkout(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m spec.mutation", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("module", help="the module to mutate, e.g. impl/cnn.py")
+    ap.add_argument("tests", nargs="*", help="test files to run against each mutant (default: the section's own)")
+    ap.add_argument("--out", default=str(ROOT / "report" / "mutation"), help="report folder (default report/mutation)")
+    args = ap.parse_args(argv)
+    module = Path(args.module)
+    if module.suffix != ".py" or not (ROOT / module).is_file() or module.parts[0] != "impl":
+        ap.error(f"module: expected a file under impl/, got {args.module!r}")
+    stem = module.stem
+    tests = args.tests or [t for t in (f"properties/test_{stem}.py", f"spec/derivations/test_{stem}.py",
+                                       f"golden/test_{stem}.py") if (ROOT / t).is_file()]
+    if not tests:
+        ap.error(f"no tests found for {stem}: name them")
+    work = Path(tempfile.gettempdir()) / f"mp-mutation-{stem}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    _copy_checkout(work)
+    with open(work / "pyproject.toml", "a") as f:
+        f.write(f"""
+[tool.mutmut]
+source_paths = ["{module.as_posix()}"]
+pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider", "-x", "-q", "-m", "not slow"]
+pytest_add_cli_args_test_selection = {tests!r}
+also_copy = ["spec", "conftest.py", "golden", "properties", "benchmarks", "impl"]
+""".replace("'", '"'))
+    env = dict(os.environ, HYPOTHESIS_PROFILE="ci")
+    run = subprocess.run(["mutmut", "run", "--max-children", "1"], cwd=work, env=env, capture_output=True, text=True)
+    res = subprocess.run(["mutmut", "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True)
+    rows = [ln.strip() for ln in res.stdout.splitlines() if re.match(r"\s*impl\.", ln)]
+    status = {}
+    for r in rows:
+        name, _, st = r.rpartition(": ")
+        status[name] = st
+    killed = sum(s == "killed" for s in status.values())
+    survived = [n for n, s in status.items() if s == "survived"]
+    total = sum(s in ("killed", "survived", "timeout") for s in status.values())
+    lines = [f"# mutation report: {module} against {' '.join(tests)}",
+             f"killed {killed} of {total} ({100 * killed / max(total, 1):.0f} %); survived {len(survived)}",
+             f"other states: {sorted({s for s in status.values()} - {'killed', 'survived'})}", ""]
+    for n in survived:
+        diff = subprocess.run(["mutmut", "show", n], cwd=work, env=env, capture_output=True, text=True).stdout
+        lines += [diff.strip(), ""]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.txt").write_text("\n".join(lines))
+    print("\n".join(lines[:2]))
+    print(f"survivors' diffs: {out / (stem + '.txt')}")
+    if run.returncode not in (0,):
+        print(run.stdout[-2000:], run.stderr[-2000:], file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

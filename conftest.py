@@ -23,6 +23,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, settings
 
+from spec.golden import GoldenArrays
+
 pytest_plugins = ["spec.plugin", "pytester"]
 
 ROOT = Path(__file__).resolve().parent
@@ -36,6 +38,35 @@ ROOT = Path(__file__).resolve().parent
 def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("benchmark_only", False):
         torch.set_num_threads(1)
+    _ieee_float32()
+
+
+def _ieee_float32() -> None:
+    """Full-precision float32 everywhere (DESIGN.md, "Numbers"). cuDNN convolutions and cuBLAS matmuls
+    default to TF32 on Ampere and later GPUs: 10 mantissa bits, errors near 1e-3, which the float32
+    tolerances of the device tests (2e-4) do not allow. A test that wants TF32 takes the ``tf32`` fixture."""
+    _set_float32_precision("ieee")
+
+
+def _set_float32_precision(mode: str) -> None:
+    # torch refuses a mix of its legacy (allow_tf32) and new (fp32_precision) switches: use one.
+    if hasattr(torch.backends, "fp32_precision"):
+        torch.backends.fp32_precision = mode
+        torch.backends.cuda.matmul.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode
+        torch.backends.cudnn.rnn.fp32_precision = mode
+    else:  # torch before 2.9
+        torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+        torch.backends.cudnn.allow_tf32 = mode == "tf32"
+
+
+@pytest.fixture
+def tf32():
+    """TF32 matmuls and convolutions for this test only (say why in the test: its tolerance must allow
+    TF32's 2**-11 relative rounding)."""
+    _set_float32_precision("tf32")
+    yield
+    _set_float32_precision("ieee")
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -101,6 +132,11 @@ def _seed_everything(request):
 
 
 @pytest.fixture
+def ndarrays_regression(lazy_datadir, original_datadir, request) -> GoldenArrays:
+    return GoldenArrays(lazy_datadir, original_datadir, request)
+
+
+@pytest.fixture
 def original_datadir() -> Path:
     """pytest-regressions' golden files live in golden/data, not beside each test module."""
     return ROOT / "golden" / "data"
@@ -108,19 +144,31 @@ def original_datadir() -> Path:
 
 @pytest.fixture
 def save_figure(request, record_property):
-    """``save_figure(fig, "cnn-max-pool.png")`` writes a matplotlib figure where the HTML ledger shows
-    it beside the test's claims (``<ledger dir>/figures``, by default report/figures) and closes it."""
+    """``save_figure(fig, "cnn-max-pool.png", caption="...", claims=("cnn.max-pool",))`` writes a
+    matplotlib figure where the HTML ledger shows it (``<ledger dir>/figures``, by default
+    report/figures) and closes it. The page shows ``caption`` (what the figure shows; ``$...$`` renders
+    as math) beside the claims of the test's markers and those named in ``claims``: a figure-only test
+    carries no claim marker (it backs nothing), so it names the claims it illustrates here."""
     out = Path(request.config.getoption("ledger") or ROOT / "report") / "figures"
 
-    def save(fig, name: str) -> Path:
+    def save(fig, name: str, caption: str | None = None, claims: tuple[str, ...] | list[str] = ()) -> Path:
         import matplotlib.pyplot as plt
 
         if not name.endswith(".png") or "/" in name:
             raise ValueError(f"name: expected a plain file name ending in .png, got {name!r}")
+        unknown = [c for c in claims if c not in request.config._claims]
+        if isinstance(claims, str) or unknown:
+            raise ValueError(f"claims: expected a sequence of registered claim ids, got {claims!r}")
         out.mkdir(parents=True, exist_ok=True)
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
-        record_property("figure", f"figures/{name}")
+        path = f"figures/{name}"
+        record_property("figure", path)
+        if caption:
+            record_property("caption", [path, caption])
+        if claims:
+            record_property("figure_claims", [path, list(claims)])
         return out / name
 
     return save
+

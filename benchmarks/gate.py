@@ -1,16 +1,16 @@
 """The benchmark regression gate.
 
-Runs ``benchmarks/`` serially with pytest-benchmark (``--runs`` sessions, default 2), keeps each
+Runs benchmarks/ serially with pytest-benchmark (--runs sessions, default 2), keeps each
 benchmark's best time over all sessions, and divides each kernel's best time by that of its group's
 reference kernel, timed in the same sessions. Absolute times move by 10-30 % between runs on a
 shared machine; such ratios move far less. The gate compares the ratios with
-``benchmarks/baseline.json`` and fails when one grows by more than the threshold (default 1.0: a
+benchmarks/baseline.json and fails when one grows by more than the threshold (default 1.0: a
 kernel that becomes more than twice as slow relative to its reference). A group that exceeds it is
 timed in two more sessions before the gate fails, so that only a regression that persists fails it.
-Size sweeps (``extra_info["sweep"]`` and ``["size"]``) also get a fitted exponent of time
+Size sweeps (extra_info["sweep"] and ["size"]) also get a fitted exponent of time
 against size, reported beside the ratios.
 
-    python -m benchmarks.gate [--quick] [--update-baseline] [--threshold 1.0] [-k EXPR]
+    bench-gate [--quick] [--update-baseline] [--threshold 1.0] [-k EXPR]   (or python -m benchmarks.gate)
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def time_sessions(targets: list[str], args, n: int) -> list[dict] | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.gate", description=__doc__,
+    ap = argparse.ArgumentParser(prog="bench-gate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes (CI)")
     ap.add_argument("--update-baseline", action="store_true", help="write the measured ratios to benchmarks/baseline.json")

@@ -49,3 +49,35 @@ def test_lbs_forward_backward(benchmark, quick, fn, role):
     v, w, T = _inputs(True)
     benchmark.pedantic(_forward_backward, args=(fn, v, w, T), rounds=3 if quick else 10, iterations=1,
                        warmup_rounds=1)
+
+
+# SMPL forward against the peer library: smplx.lbs.lbs (the function behind smplx.SMPL.forward) on
+# the same model arrays. A model of SMPL's sizes (6890 vertices, 24 joints, 10 betas, 207 pose
+# features) with seeded random arrays (the official files cannot be shipped); 64 bodies.
+
+def _smpl_inputs():
+    g = torch.Generator().manual_seed(0)
+    V, K, S = VERTICES, JOINTS, 10
+    m = B.BodyModel(v_template=torch.randn(V, 3, generator=g), shapedirs=0.01 * torch.randn(V, 3, S, generator=g),
+                    posedirs=1e-3 * torch.randn(V, 3, 207, generator=g),
+                    J_regressor=torch.softmax(torch.randn(K, V, generator=g), -1),
+                    weights=torch.softmax(4 * torch.randn(V, K, generator=g), -1),
+                    parents=torch.tensor(B.SMPL_PARENTS), faces=torch.zeros(1, 3, dtype=torch.long))
+    betas, pose = torch.randn(BODIES, S, generator=g), 0.3 * torch.randn(BODIES, K, 3, generator=g)
+    return m, betas, pose
+
+
+@pytest.mark.parametrize("who", ["smplx", "ours"])
+def test_smpl_forward_vs_smplx(measure, who):
+    m, betas, pose = _smpl_inputs()
+    if who == "smplx":
+        smplx_lbs = pytest.importorskip("smplx.lbs", reason="the peer library smplx is not installed (extra 'peers')")
+        posedirs = m.posedirs.permute(2, 0, 1).reshape(207, -1).contiguous()  # smplx's (P, 3V) layout
+        fn = lambda: smplx_lbs.lbs(betas, pose.reshape(BODIES, -1), m.v_template, m.shapedirs,  # noqa: E731
+                                   posedirs, m.J_regressor, m.parents, m.weights)
+    else:
+        fn = lambda: B.smpl(m, betas, pose)  # noqa: E731
+    with torch.no_grad():
+        v, _ = measure(fn, group="body.smpl-forward", role="reference" if who == "smplx" else "kernel",
+                       rounds=10, bodies=BODIES, vertices=VERTICES)
+    assert v.shape == (BODIES, VERTICES, 3)

@@ -29,3 +29,20 @@ def test_conv_transpose2d_torch(measure, data):
 
 def test_conv_transpose2d_fold(measure, data):
     measure(cnn.transposed_conv2d, *data, kwargs=dict(padding=1), group="cnn.conv-transpose2d")
+
+
+# The fast paths beside the plain ones, against the same fused kernels.
+def test_conv2d_torch_beside_fast(measure, data):
+    measure(F.conv2d, *data, kwargs=dict(padding=1), group="cnn.conv2d-fast", role="reference")
+
+
+def test_conv2d_shifted_window(measure, data):
+    measure(cnn.correlate2d_fast, *data, kwargs=dict(padding=1), group="cnn.conv2d-fast")
+
+
+def test_conv_transpose2d_torch_beside_fast(measure, data):
+    measure(F.conv_transpose2d, *data, kwargs=dict(padding=1), group="cnn.conv-transpose2d-fast", role="reference")
+
+
+def test_conv_transpose2d_as_correlation(measure, data):
+    measure(cnn.transposed_conv2d_fast, *data, kwargs=dict(padding=1), group="cnn.conv-transpose2d-fast")

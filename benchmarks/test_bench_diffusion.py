@@ -100,3 +100,50 @@ def test_train_step_ddpm(benchmark, quick, unet_batch):
     benchmark.group = "diffusion.train-step"
     benchmark.extra_info["role"] = "kernel"
     benchmark.pedantic(step, **_train_rounds(quick))
+
+
+# diffusion.ddpm-vs-diffusers: the whole DDPM sampling loop, ours against diffusers' DDPMScheduler
+# driven by the same network on the same points (float32, sigma_t^2 = beta_t = "fixed_large");
+# T = 1000 steps (quick mode: 100). properties/test_diffusion.py checks that the two trajectories
+# agree to rounding.
+PEER_POINTS = 1024
+
+
+def _peer_steps(quick):
+    return 100 if quick else 1000
+
+
+@pytest.fixture(scope="module")
+def small_mlp():
+    torch.manual_seed(1)
+    return D.NoisePredictor(dim=2, hidden=64, time_dim=32, depth=2).eval()
+
+
+def test_ddpm_sampling_ours_vs_diffusers(measure, quick, small_mlp):
+    T = _peer_steps(quick)
+    betas = D.linear_beta_schedule(T, 1e-4, 0.02 * 1000 / T if T < 1000 else 0.02, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    out = measure(D.sample, small_mlp, (PEER_POINTS, 2), betas, kwargs=dict(generator=g), rounds=3,
+                  group="diffusion.ddpm-vs-diffusers", role="kernel", steps=T, points=PEER_POINTS)
+    assert out.shape == (PEER_POINTS, 2) and torch.isfinite(out).all()
+
+
+def test_ddpm_sampling_diffusers(measure, quick, small_mlp):
+    diffusers = pytest.importorskip("diffusers", reason="the peer library diffusers is not installed (extra 'peers')")
+    T = _peer_steps(quick)
+    betas = D.linear_beta_schedule(T, 1e-4, 0.02 * 1000 / T if T < 1000 else 0.02, dtype=torch.float32)
+    sched = diffusers.DDPMScheduler(num_train_timesteps=T, trained_betas=betas.numpy(), variance_type="fixed_large",
+                                    clip_sample=False)
+    sched.set_timesteps(T)
+    g = torch.Generator().manual_seed(0)
+
+    @torch.no_grad()
+    def loop():
+        x = torch.randn(PEER_POINTS, 2, generator=g)
+        for t in sched.timesteps:
+            eps = small_mlp(x, torch.full((PEER_POINTS,), int(t) + 1, dtype=torch.long))
+            x = sched.step(eps, t, x, generator=g).prev_sample
+        return x
+
+    out = measure(loop, rounds=3, group="diffusion.ddpm-vs-diffusers", role="reference", steps=T, points=PEER_POINTS)
+    assert out.shape == (PEER_POINTS, 2) and torch.isfinite(out).all()

@@ -1,5 +1,7 @@
-"""GANs: FID from 2048-dimensional feature statistics (512 in quick mode), our two symmetric
-eigendecompositions against the usual scipy.linalg.sqrtm of S1 S2."""
+"""GANs: FID from 2048-dimensional feature statistics (512 in quick mode): our two symmetric
+eigendecompositions (with the PSD checks) against the usual scipy.linalg.sqrtm of S1 S2, and FID at
+D = 512 against torchmetrics' FID core (eigenvalues of the non-symmetric S1 S2; the Inception
+network that torchmetrics' metric wraps around it needs a weights download and is not timed)."""
 
 import functools
 
@@ -38,3 +40,14 @@ def test_fid_scipy_sqrtm(measure, stats):
 
 def test_fid_eigh(measure, stats):
     measure(gan.frechet_distance, *stats, group="gan.fid", rounds=5, size=int(stats[0].shape[0]))
+
+
+def test_fid_torchmetrics_512(measure):
+    from torchmetrics.image.fid import _compute_fid
+    stats = _stats(512)
+    measure(_compute_fid, *stats, group="gan.fid-torchmetrics-512", role="reference", rounds=5, size=512)
+
+
+def test_fid_eigh_512(measure):
+    stats = _stats(512)
+    measure(gan.frechet_distance, *stats, group="gan.fid-torchmetrics-512", rounds=5, size=512)

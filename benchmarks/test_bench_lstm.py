@@ -65,3 +65,46 @@ def test_lstm_forward_backward_notes(measure, setup):
         hs.sum().backward()
 
     measure(fb, group="lstm.forward-backward", rounds=5)
+
+
+# The fast path (one addmm per step, BPTT written out) against the same torch.nn.LSTM.
+def test_lstm_fast_forward_torch(measure, setup):
+    ref, W, b, x, z = setup
+
+    def fwd():
+        with torch.no_grad():
+            return ref(x)
+
+    measure(fwd, group="lstm.fast-forward", role="reference", rounds=5)
+
+
+def test_lstm_fast_forward_notes(measure, setup):
+    ref, W, b, x, z = setup
+
+    def fwd():
+        with torch.no_grad():
+            return L.lstm_sequence_fast(x, z, z, W, b)
+
+    measure(fwd, group="lstm.fast-forward", rounds=5)
+
+
+def test_lstm_fast_forward_backward_torch(measure, setup):
+    ref, W, b, x, z = setup
+
+    def fb():
+        ref.zero_grad()
+        out, _ = ref(x)
+        out.sum().backward()
+
+    measure(fb, group="lstm.fast-forward-backward", role="reference", rounds=5)
+
+
+def test_lstm_fast_forward_backward_notes(measure, setup):
+    ref, W, b, x, z = setup
+
+    def fb():
+        W.grad = b.grad = None
+        hs, _ = L.lstm_sequence_fast(x, z, z, W, b)
+        hs.sum().backward()
+
+    measure(fb, group="lstm.fast-forward-backward", rounds=5)

@@ -112,3 +112,32 @@ def test_hash_encoding(benchmark, measure, hash_setup):
         measure(enc, x, group="nerf.hash-encoding", role="kernel", points=x.shape[0], rounds=3)
     if benchmark.stats is not None:  # None under --benchmark-disable / xdist
         benchmark.extra_info["points_per_s"] = x.shape[0] / benchmark.stats.stats.median
+
+
+# Peer: nerfacc 0.5.3's dense path (render_weight_from_density + accumulate_along_rays), 4096 rays x 128
+# samples, float32, same inputs. nerfacc's packed path runs only with its CUDA extension (recorded in
+# properties/test_nerf.py::test_nerfacc_packed_path_needs_cuda), so the CPU comparison is the dense one.
+@pytest.fixture
+def peer_rays():
+    key = "peer"
+    if key not in _CACHE:
+        _CACHE[key] = _rays(4096, 128, seed=1)
+    return _CACHE[key]
+
+
+def _nerfacc_render(sigma, colors, t):
+    import nerfacc
+
+    w, _, _ = nerfacc.render_weight_from_density(t[:, :-1], t[:, 1:], sigma)
+    return nerfacc.accumulate_along_rays(w, colors), w
+
+
+def test_volume_render_nerfacc(measure, peer_rays):
+    pytest.importorskip("nerfacc", reason="the peer library (extra 'peers') is not installed")
+    measure(_nerfacc_render, *peer_rays, group="nerf.volume-render-nerfacc", role="reference", rays=4096, samples=128)
+
+
+def test_volume_render_ours_vs_nerfacc(measure, peer_rays):
+    sigma, colors, t = peer_rays
+    measure(nf.volume_render, sigma, colors, t, group="nerf.volume-render-nerfacc", role="kernel", rays=4096,
+            samples=128)

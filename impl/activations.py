@@ -23,13 +23,14 @@ def tanh_formula(x: torch.Tensor) -> torch.Tensor:
     """tanh(x) = (e^x - e^{-x}) / (e^x + e^{-x}) = sign(x) (1 - e^{-2|x|}) / (1 + e^{-2|x|})."""
     check_tensor(x, "x")
     e = torch.exp(-2 * x.abs())
-    return torch.sign(x) * (1 - e) / (1 + e)
+    # 1 - e^{-2|x|} as -expm1(-2|x|): no cancellation for small |x|, where tanh(x) ~ x
+    return torch.sign(x) * -torch.expm1(-2 * x.abs()) / (1 + e)
 
 
 def relu_formula(x: torch.Tensor) -> torch.Tensor:
     """max(0, x). x: any shape."""
     check_tensor(x, "x")
-    return torch.maximum(x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return x.clamp_min(0)  # max(0, x), NaN in -> NaN out
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from impl._checks import check_same, check_tensor
+from impl._checks import check_probability, check_same, check_symmetric_psd, check_tensor
 
 
 def gaussian_log_density(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -22,6 +22,10 @@ def gaussian_log_density(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor)
     d = x.shape[-1]
     if mu.shape[-1] != d or sigma.shape[-2:] != (d, d):
         raise ValueError(f"sigma: expected (..., {d}, {d}) to match x's last dim {d}, got {tuple(sigma.shape)}")
+    # Cholesky reads only the lower triangle: test symmetry first, so an asymmetric sigma is refused
+    scale = sigma.abs().amax(dim=(-1, -2), keepdim=True).clamp_min(torch.finfo(sigma.dtype).tiny)
+    if not bool((((sigma - sigma.transpose(-1, -2)).abs() / scale) <= torch.finfo(sigma.dtype).eps ** 0.5).all()):
+        raise ValueError("sigma: must be symmetric")
     L, info = torch.linalg.cholesky_ex(sigma)
     if torch.any(info != 0):
         raise ValueError("sigma: not positive definite")
@@ -42,8 +46,12 @@ def gaussian_density(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> 
     check_tensor(sigma, "sigma", ndim=range(2, 16))
     check_same(x, "x", mu=mu, sigma=sigma)
     d = x.shape[-1]
-    if sigma.shape[-2:] != (d, d):
-        raise ValueError(f"sigma: expected (..., {d}, {d}), got {tuple(sigma.shape)}")
+    if mu.shape[-1] != d or sigma.shape[-2:] != (d, d):
+        raise ValueError(f"sigma: expected (..., {d}, {d}) to match x's last dim {d}, got {tuple(sigma.shape)}")
+    ev = torch.linalg.eigvalsh(sigma)
+    check_symmetric_psd(sigma, "sigma", eigenvalues=ev)
+    if not bool((ev > 0).all()):
+        raise ValueError("sigma: must be positive definite (a zero eigenvalue makes the density undefined)")
     diff = x - mu
     quad = (diff.unsqueeze(-2) @ torch.linalg.solve(sigma, diff.unsqueeze(-1))).squeeze(-1).squeeze(-1)
     return torch.exp(-0.5 * quad) / torch.sqrt((2 * math.pi) ** d * torch.linalg.det(sigma))
@@ -60,7 +68,10 @@ def det_rank_one_update(A: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> to
     check_same(A, "A", u=u, v=v)
     if A.shape[-1] != A.shape[-2] or u.shape[-1] != A.shape[-1]:
         raise ValueError(f"A: expected (..., d, d) with d = {u.shape[-1]}, got {tuple(A.shape)}")
-    Ainv_u = torch.linalg.solve(A, u.unsqueeze(-1)).squeeze(-1)
+    LU, pivots, info = torch.linalg.lu_factor_ex(A)
+    if bool((info != 0).any()):
+        raise ValueError("A: must be invertible (the lemma uses A^{-1})")
+    Ainv_u = torch.linalg.lu_solve(LU, pivots, u.unsqueeze(-1)).squeeze(-1)
     return (1 + (v * Ainv_u).sum(-1)) * torch.linalg.det(A)
 
 
@@ -74,7 +85,10 @@ def bayes_posterior(likelihood: torch.Tensor, prior: torch.Tensor) -> torch.Tens
     check_same(likelihood, "likelihood", prior=prior)
     if prior.shape[-1] != likelihood.shape[-2]:
         raise ValueError(f"prior: expected {likelihood.shape[-2]} entries, got {prior.shape[-1]}")
-    if torch.any(likelihood < 0) or torch.any(prior < 0):
-        raise ValueError("prior: probabilities must be >= 0 (and likelihood too)")
+    check_probability(prior, "prior")
+    if torch.any((likelihood < 0) | (likelihood > 1)):
+        raise ValueError("likelihood: probabilities P(B = b | A = a) must lie in [0, 1]")
     joint = likelihood * prior.unsqueeze(-1)
+    if bool((joint.sum(-2) <= 0).any()):
+        raise ValueError("likelihood: P(B = b) = 0 for some b: the posterior given b is undefined")
     return joint / joint.sum(-2, keepdim=True)

@@ -67,6 +67,43 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return attention_weights(q, k, causal=causal, mask=mask) @ v
 
 
+def scaled_dot_product_attention_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                                         causal: bool = False, mask: torch.Tensor | None = None,
+                                         chunk: int = 128) -> torch.Tensor:
+    """The same formula, ``chunk`` queries at a time: the fast path beside the plain reference.
+
+    The plain path builds the whole (Tq, Tk) score matrix three times over (scores, masked scores,
+    softmax), which for T = 1024 and 8 heads no longer fits in cache: its time then grows faster
+    than its T^2 FLOPs. A block of ``chunk`` query rows keeps the scores in cache, and with the
+    causal mask a block needs only the keys up to its last query, which halves the work.
+
+    q: (..., Tq, d), k: (..., Tk, d), v: (..., Tk, dv), mask: additive, broadcastable to
+    (..., Tq, Tk) -> (..., Tq, dv).
+    """
+    _check_qkv(q, k, v)
+    chunk = check_int(chunk, "chunk", min=1)
+    Tq, Tk = q.shape[-2], k.shape[-2]
+    if causal and Tq != Tk:
+        raise ValueError("causal: needs as many queries as keys")
+    if mask is not None:
+        check_tensor(mask, "mask")
+        check_same(q, "q", mask=mask)
+        mask = mask.expand(*mask.shape[:-2], Tq, Tk) if mask.ndim >= 2 else mask.expand(Tq, Tk)
+    scale = 1 / math.sqrt(q.shape[-1])
+    tri = causal_mask(min(chunk, Tq), device=q.device, dtype=q.dtype) if causal else None
+    blocks = []
+    for s in range(0, Tq, chunk):
+        e = min(s + chunk, Tq)
+        kk, vv = (k[..., :e, :], v[..., :e, :]) if causal else (k, v)
+        scores = torch.matmul(q[..., s:e, :], kk.transpose(-2, -1)).mul_(scale)
+        if causal:  # keys before the block are all visible; within it, the lower triangle
+            scores[..., s:e] += tri[: e - s, : e - s]
+        if mask is not None:
+            scores = scores + mask[..., s:e, : kk.shape[-2]]
+        blocks.append(torch.matmul(torch.softmax(scores, dim=-1), vv))
+    return torch.cat(blocks, dim=-2)
+
+
 def scaled_dot_product_attention_fused(q, k, v, *, causal: bool = False) -> torch.Tensor:
     """The same through PyTorch's fused kernel (flash / memory-efficient where available)."""
     _check_qkv(q, k, v)

@@ -13,7 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from impl._checks import check_choice, check_int, check_tensor
+import math
+
+from impl._checks import check_choice, check_generator, check_int, check_same, check_tensor
 
 
 def _check_binary(x, name: str, D: int) -> torch.Tensor:
@@ -40,10 +42,16 @@ def all_binary(n: int, *, device=None, dtype=torch.float64) -> torch.Tensor:
     return ((k[:, None] & bits) > 0).to(dtype)
 
 
-def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """sum_i log Bern(x_i; sigmoid(logits_i)), stable for large logits. (B, D) -> (B,)."""
+def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+    """sum_i log Bern(x_i; sigmoid(logits_i)), stable for large logits. (B, D) -> (B,).
+
+    x must hold 0 or 1 (a value like 2 would give a "log-probability" of no distribution);
+    ``validate=False`` skips that check (one host read) where the caller checked x already."""
     check_tensor(logits, "logits")
     check_tensor(x, "x", shape=tuple(logits.shape))
+    check_same(logits, "logits", x=x)
+    if validate and not bool(((x == 0) | (x == 1)).all()):
+        raise ValueError("x: entries must be 0 or 1")
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
 
@@ -69,7 +77,7 @@ class TabularAR(nn.Module):
         return torch.stack(out, -1).to(x.dtype)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return bernoulli_log_prob(self.conditional_logits(x), x)
+        return bernoulli_log_prob(self.conditional_logits(x), x, validate=False)  # checked there
 
 
 class FVSBN(nn.Module):
@@ -97,7 +105,7 @@ class FVSBN(nn.Module):
         return self.alpha0.to(x.dtype) + x @ self.weight().to(x.dtype).T
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return bernoulli_log_prob(self.conditional_logits(x), x)
+        return bernoulli_log_prob(self.conditional_logits(x), x, validate=False)  # checked there
 
 
 # --------------------------------------------------------------------------------- NADE
@@ -152,13 +160,14 @@ class NADE(nn.Module):
         return torch.empty_like(logits_o).index_copy_(1, self.order, logits_o)
 
     def log_prob(self, x: torch.Tensor, method: str = "cumsum") -> torch.Tensor:
-        return bernoulli_log_prob(self.conditional_logits(x, method), x)
+        return bernoulli_log_prob(self.conditional_logits(x, method), x, validate=False)  # checked in hidden
 
     @torch.no_grad()
     def sample(self, n: int, *, generator=None) -> torch.Tensor:
         """D sequential steps, each one rank-1 update of the shared pre-activation: (n, D)."""
         check_int(n, "n", min=1)
-        W, dev = self.W, self.W.device
+        W = self.W
+        check_generator(generator, "generator", W.device)
         x = W.new_zeros(n, self.D)
         a = self.b.expand(n, self.H).clone()
         for d in self.order.tolist():
@@ -166,6 +175,117 @@ class NADE(nn.Module):
             x[:, d] = torch.bernoulli(p, generator=generator)
             a += x[:, d:d + 1] * W[:, d]
         return x
+
+
+class RNADE(nn.Module):
+    """Real-valued NADE (Uria et al. 2013): NADE's shared hidden layer h_i = sigmoid(b + W[:, <i] x_<i)
+    with a mixture of K Gaussians as each conditional,
+
+        p(x_i | x_<i) = sum_k pi_ik N(x_i; mu_ik, s_ik^2),
+        pi_i = softmax(V_pi[i] h_i + c_pi[i]), mu_i = V_mu[i] h_i + c_mu[i], log s_i = V_s[i] h_i + c_s[i].
+
+    x: (B, D) real. W: (H, D); V_*: (D, K, H); c_*: (D, K).
+    """
+
+    def __init__(self, D: int, H: int, K: int = 2):
+        super().__init__()
+        check_int(D, "D", min=1)
+        check_int(H, "H", min=1)
+        check_int(K, "K", min=1)
+        self.D, self.H, self.K = D, H, K
+        self.W = nn.Parameter(torch.randn(H, D) / D ** 0.5)
+        self.b = nn.Parameter(torch.zeros(H))
+        self.V = nn.Parameter(torch.randn(3, D, K, H) / H ** 0.5)  # logits, means, log-stds
+        self.c = nn.Parameter(torch.randn(3, D, K) * 0.5)
+
+    def mixture(self, x: torch.Tensor):
+        """All conditionals' mixture parameters, teacher forced on x: (log pi, mu, log s), each (B, D, K)."""
+        check_tensor(x, "x", shape=(None, self.D))
+        W, b = self.W.to(x.dtype), self.b.to(x.dtype)
+        contrib = x[:, :, None] * W.T  # (B, D, H)
+        h = torch.sigmoid(b + torch.cumsum(contrib, 1) - contrib)  # exclusive prefix sum, as in NADE
+        out = torch.einsum("bdh,jdkh->jbdk", h, self.V.to(x.dtype)) + self.c.to(x.dtype)[:, None]
+        return torch.log_softmax(out[0], -1), out[1], out[2]
+
+    def conditional_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_i | x_<i) for every i: (B, D) -> (B, D)."""
+        log_pi, mu, log_s = self.mixture(x)
+        z = (x[:, :, None] - mu) * torch.exp(-log_s)
+        comp = -0.5 * z ** 2 - log_s - 0.5 * math.log(2 * math.pi)
+        return torch.logsumexp(log_pi + comp, -1)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) = sum_i log p(x_i | x_<i): (B, D) -> (B,)."""
+        return self.conditional_log_prob(x).sum(-1)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator=None) -> torch.Tensor:
+        """D sequential steps: pick a component, then draw from it; each step feeds x_i back. (n, D)."""
+        check_int(n, "n", min=1)
+        check_generator(generator, "generator", self.W.device)
+        x = self.W.new_zeros(n, self.D)
+        for i in range(self.D):  # the mixture of step i depends on the x_<i drawn so far
+            log_pi, mu, log_s = (v[:, i] for v in self.mixture(x))
+            k = torch.multinomial(log_pi.exp(), 1, generator=generator)
+            eps = torch.randn(n, 1, generator=generator, device=x.device, dtype=x.dtype)
+            x[:, i] = (mu.gather(1, k) + log_s.gather(1, k).exp() * eps)[:, 0]
+        return x
+
+
+class OrderlessNADE(nn.Module):
+    """Order-agnostic deep NADE (Uria et al. 2014): one network reads the observed values x * m and
+    the mask m and predicts p(x_d = 1 | x_m) for every unobserved d, for any subset m, so any
+    ordering o gives a model p_o(x) = prod_k p(x_{o_k} | x_{o_<k}).
+
+    m: (B, D) in {0, 1} (1 = observed); x: (B, D) binary. Hidden layers of width H with ReLU.
+    """
+
+    def __init__(self, D: int, H: int, layers: int = 2):
+        super().__init__()
+        check_int(D, "D", min=1)
+        check_int(H, "H", min=1)
+        check_int(layers, "layers", min=1)
+        self.D = D
+        mods: list[nn.Module] = [nn.Linear(2 * D, H), nn.ReLU()]
+        for _ in range(layers - 1):
+            mods += [nn.Linear(H, H), nn.ReLU()]
+        self.net = nn.Sequential(*mods, nn.Linear(H, D))
+
+    def conditional_logits(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """logit p(x_d = 1 | x_m) for every d (meaningful where m_d = 0): (B, D)."""
+        _check_binary(x, "x", self.D)
+        check_tensor(m, "m", shape=tuple(x.shape))
+        check_same(x, "x", m=m)
+        if not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError("m: entries must be 0 or 1")
+        p = self.net[0].weight
+        return self.net(torch.cat([x * m, m], -1).to(p.dtype)).to(x.dtype)
+
+    def log_prob(self, x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """log p_o(x) = sum_k log p(x_{o_k} | x_{o_<k}) for the ordering ``order``: (B, D) -> (B,).
+
+        All D conditionals in one batched pass (one mask per step)."""
+        _check_binary(x, "x", self.D)
+        order = _check_order(order, self.D, x.device)
+        B, D = x.shape
+        rank = torch.empty_like(order).index_copy_(0, order, torch.arange(D, device=x.device))
+        masks = (rank[None, :] < torch.arange(D, device=x.device)[:, None]).to(x.dtype)  # step k observes o_<k
+        xs = x[:, None, :].expand(B, D, D).reshape(B * D, D)
+        ms = masks[None].expand(B, D, D).reshape(B * D, D)
+        p = self.net[0].weight
+        logits = self.net(torch.cat([xs * ms, ms], -1).to(p.dtype)).to(x.dtype).view(B, D, D)
+        lg = logits[:, torch.arange(D, device=x.device), order]  # step k predicts o_k: (B, D)
+        target = x[:, order]
+        return -F.binary_cross_entropy_with_logits(lg, target, reduction="none").sum(-1)
+
+    def orderless_loss(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """The training loss for one mask per example: -D / (D - |m|) sum_{d not in m} log p(x_d | x_m),
+        an unbiased estimate of -E_o log p_o(x) when |m| ~ U{0..D-1} and m is uniform given its size. (B,)."""
+        lg = self.conditional_logits(x, m)
+        if not bool((m.sum(-1) < self.D).all()):
+            raise ValueError("m: at least one variable per example must be unobserved")
+        nll = F.binary_cross_entropy_with_logits(lg, x, reduction="none") * (1 - m)
+        return self.D / (self.D - m.sum(-1)) * nll.sum(-1)
 
 
 # --------------------------------------------------------------------------------- MADE
@@ -231,13 +351,14 @@ class MADE(nn.Module):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         _check_binary(x, "x", self.D)
-        return bernoulli_log_prob(self(x), x)
+        return bernoulli_log_prob(self(x), x, validate=False)
 
     @torch.no_grad()
     def sample(self, n: int, *, generator=None) -> torch.Tensor:
         """D forward passes, one per dimension in the order: (n, D)."""
         check_int(n, "n", min=1)
         w = self.net[0].weight
+        check_generator(generator, "generator", w.device)
         x = w.new_zeros(n, self.D)
         for d in self.order.tolist():
             x[:, d] = torch.bernoulli(torch.sigmoid(self(x)[:, d]), generator=generator)
@@ -287,13 +408,18 @@ class MaskedConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight * self.mask.to(self.weight.dtype), self.bias, padding=self.padding)
 
 
-def _one_hot_levels(x: torch.Tensor, levels: int, channels: int) -> torch.Tensor:
+def _check_levels(x: torch.Tensor, levels: int, validate: bool) -> None:
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"x: expected integer levels, got dtype {x.dtype}")
+    # the value check reads x on the host: once per call, and never inside a sampling loop
+    if validate and not bool(((x >= 0) & (x < levels)).all()):
+        raise ValueError(f"x: levels must lie in 0..{levels - 1}")
+
+
+def _one_hot_levels(x: torch.Tensor, levels: int, channels: int, validate: bool = True) -> torch.Tensor:
     """(B, C, H, W) integer levels -> (B, C * K, H, W) one-hot, grouped by colour channel."""
     check_tensor(x, "x", floating=False, shape=(None, channels, None, None))
-    if x.is_floating_point() or x.dtype == torch.bool:
-        raise TypeError(f"x: expected integer levels, got dtype {x.dtype}")
-    if (x < 0).any() or (x >= levels).any():
-        raise ValueError(f"x: levels must lie in 0..{levels - 1}")
+    _check_levels(x, levels, validate)
     B, C, H, W = x.shape
     return F.one_hot(x.long(), levels).permute(0, 1, 4, 2, 3).reshape(B, C * levels, H, W)
 
@@ -307,10 +433,13 @@ class _ImageAR(nn.Module):
     def logits_from_onehot(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) integer levels -> logits (B, C, K, H, W); one parallel pass."""
+    def forward(self, x: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+        """x: (B, C, H, W) integer levels -> logits (B, C, K, H, W); one parallel pass.
+
+        ``validate=False`` skips the range check of x (a host read): the sampler uses it, since
+        the levels it feeds back come from its own draws."""
         p = next(self.parameters())
-        return self.logits_from_onehot(_one_hot_levels(x, self.levels, self.channels).to(p.dtype))
+        return self.logits_from_onehot(_one_hot_levels(x, self.levels, self.channels, validate).to(p.dtype))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) = sum over pixels and colours of log p(x_i | x_<i), one pass: (B,)."""
@@ -324,11 +453,12 @@ class _ImageAR(nn.Module):
         check_int(height, "height", min=1)
         check_int(width, "width", min=1)
         dev = next(self.parameters()).device
+        check_generator(generator, "generator", dev)
         x = torch.zeros(n, self.channels, height, width, dtype=torch.long, device=dev)
         for i in range(height):
             for j in range(width):
                 for c in range(self.channels):
-                    probs = torch.softmax(self(x)[:, c, :, i, j], dim=-1)
+                    probs = torch.softmax(self(x, validate=False)[:, c, :, i, j], dim=-1)
                     x[:, c, i, j] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         return x
 
@@ -501,12 +631,11 @@ class WaveNet(nn.Module):
             skip = skip + sk(g)
         return self.head(skip)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+        """x: (B, T) integer levels -> logits (B, K, T). ``validate=False`` skips the range check
+        (a host read), as the sampler does for the levels it drew itself."""
         check_tensor(x, "x", floating=False, ndim=2)
-        if x.is_floating_point() or x.dtype == torch.bool:
-            raise TypeError(f"x: expected integer levels, got dtype {x.dtype}")
-        if (x < 0).any() or (x >= self.levels).any():
-            raise ValueError(f"x: levels must lie in 0..{self.levels - 1}")
+        _check_levels(x, self.levels, validate)
         p = next(self.parameters())
         return self.logits_from_onehot(F.one_hot(x.long(), self.levels).transpose(1, 2).to(p.dtype))
 
@@ -514,3 +643,16 @@ class WaveNet(nn.Module):
         """(B, T) -> (B,)."""
         logp = torch.log_softmax(self(x), dim=1)
         return logp.gather(1, x.long().unsqueeze(1)).squeeze(1).sum(-1)
+
+    @torch.no_grad()
+    def sample(self, n: int, length: int, *, generator=None) -> torch.Tensor:
+        """Ancestral sampling, one step at a time: x_t ~ softmax(logits_t(x_<t)). (n, length) long."""
+        check_int(n, "n", min=1)
+        check_int(length, "length", min=1)
+        dev = next(self.parameters()).device
+        check_generator(generator, "generator", dev)
+        x = torch.zeros(n, length, dtype=torch.long, device=dev)
+        for t in range(length):
+            probs = torch.softmax(self(x, validate=False)[:, :, t], dim=-1)
+            x[:, t] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return x

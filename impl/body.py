@@ -8,9 +8,11 @@ model with SMPL's structure (24 joints with SMPL's parent array, a tube mesh of 
 vertices, skinning weights summing to one, a PCA shape basis, 207 pose-corrective features, a
 joint regressor) deterministically in code. :func:`load_smpl` reads SMPL-format files: ``.npz``
 with the keys ``v_template, shapedirs, posedirs, J_regressor, weights, kintree_table, f`` (what
-:func:`save_smpl_npz` writes), or the official ``.pkl`` files (unpickled with
-``encoding="latin1"``; those files hold chumpy arrays, so the ``chumpy`` package must be
-importable to read them; a sparse ``J_regressor`` is densified). Only load pickles you trust.
+:func:`save_smpl_npz` writes), or the official ``.pkl`` files. A ``.pkl`` is read as data, never as code: a restricted
+unpickler (the approach of ``torch.load(weights_only=True)``) admits only NumPy arrays, dtypes
+and scalars, SciPy sparse matrices and chumpy's array class ``chumpy.ch.Ch`` (mapped to a stand-in
+that keeps its array, so chumpy need not be installed); any other class raises ValueError naming
+it before anything of it runs. A sparse ``J_regressor`` is densified.
 
 Conventions: joints are indexed as in SMPL (0 pelvis ... 23 right hand); a pose is axis-angle
 per joint, ``pose: (B, 24, 3)`` with the root's global orientation first; points are metres,
@@ -19,17 +21,19 @@ y up.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import pickle
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from impl._checks import check_float, check_int, check_same, check_tensor
+from impl._checks import check_float, check_int, check_same, check_tensor, check_weights_sum_to_one
 
 # SMPL's kinematic tree: parent of each of the 24 joints (root first, parent index < child index).
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
@@ -63,6 +67,17 @@ def _check_parents(parents, name: str = "parents") -> tuple[int, ...]:
         if not 0 <= p < k:
             raise ValueError(f"{name}: parent of part {k} must be in [0, {k}), got {p}")
     return tuple(parents)
+
+
+def tree_levels(parents) -> tuple[tuple[int, ...], ...]:
+    """The joints of a kinematic tree grouped by depth: level d holds the joints d edges below the
+    root (SMPL's 24 joints form 9 levels), so that forward kinematics runs one batched product per
+    level instead of one per joint. parents: K ints (root -1, parent index < child index)."""
+    parents = _check_parents(parents)
+    depth = [0] * len(parents)
+    for k in range(1, len(parents)):
+        depth[k] = depth[parents[k]] + 1
+    return tuple(tuple(k for k in range(len(parents)) if depth[k] == d) for d in range(max(depth) + 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,29 +379,51 @@ def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     return eye + a[..., None, None] * K + b[..., None, None] * (K @ K)
 
 
-def forward_kinematics(rotations: torch.Tensor, joints: torch.Tensor, parents=SMPL_PARENTS
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_kinematics(rotations: torch.Tensor, joints: torch.Tensor, parents=SMPL_PARENTS, *,
+                       levels=None) -> tuple[torch.Tensor, torch.Tensor]:
     """World transforms G_k(theta, J) of each joint's frame along the kinematic tree.
 
     rotations: (B, K, 3, 3) local rotations; joints: (B, K, 3) rest joint positions. G_k is the
     product over the chain root..k of [R_j | j_j - j_parent(j)]. Returns G (B, K, 4, 4) and the
-    posed joints (B, K, 3) (the translations of G).
+    posed joints (B, K, 3) (the translations of G). ``levels`` (from :func:`tree_levels`, which
+    computes it when omitted) lets a caller that runs FK often pass the tree's depth levels once.
     """
     parents = _check_parents(parents)
     K = len(parents)
     check_tensor(rotations, "rotations", shape=(None, K, 3, 3))
     check_tensor(joints, "joints", shape=(rotations.shape[0], K, 3))
     check_same(rotations, "rotations", joints=joints)
-    par = torch.tensor(parents, device=joints.device)
-    rel = joints.clone()
-    rel[:, 1:] = joints[:, 1:] - joints[:, par[1:]]
-    local = torch.cat([torch.cat([rotations, rel[..., None]], -1),
-                       F.pad(torch.zeros_like(rel[:, :, None, :]), (0, 1), value=1.0)], -2)  # (B, K, 4, 4)
-    G = [local[:, 0]]
-    for k in range(1, K):  # a loop over the 24 joints of the chain, not over data
-        G.append(G[parents[k]] @ local[:, k])
-    G = torch.stack(G, 1)
-    return G, G[..., :3, 3]
+    levels = tree_levels(parents) if levels is None else levels
+    return _fk_levels(rotations, joints, parents, levels)
+
+
+def _fk_levels(rotations, joints, parents, levels):
+    """Forward kinematics, one batched product per depth level (no checks, no host sync).
+
+    The parents of the joints at depth d all sit at depth d - 1, so each level gathers its
+    parents' world frames from the level above; no in-place writes (autograd, vmap and jacfwd)."""
+    order = [k for level in levels for k in level]
+    if len(order) != len(parents):
+        raise ValueError(f"levels: cover {len(order)} joints, the tree has {len(parents)}")
+    R_prev = rotations[:, 0:1]
+    t_prev = joints[:, 0:1]
+    Rs, ts = [R_prev], [t_prev]
+    for prev, level in zip(levels[:-1], levels[1:]):  # a loop over the tree's depth levels, not over data
+        local = {k: i for i, k in enumerate(prev)}
+        pidx = [local[parents[k]] for k in level]
+        Rp, tp = R_prev[:, pidx], t_prev[:, pidx]                      # parents' world frames
+        rel = joints[:, list(level)] - joints[:, [parents[k] for k in level]]
+        R_prev = Rp @ rotations[:, list(level)]
+        t_prev = (Rp @ rel[..., None]).squeeze(-1) + tp
+        Rs.append(R_prev)
+        ts.append(t_prev)
+    inv = [0] * len(order)
+    for i, k in enumerate(order):
+        inv[k] = i
+    Rw, tw = torch.cat(Rs, 1)[:, inv], torch.cat(ts, 1)[:, inv]
+    G = torch.cat([torch.cat([Rw, tw[..., None]], -1),
+                   F.pad(torch.zeros_like(tw[:, :, None, :]), (0, 1), value=1.0)], -2)  # (B, K, 4, 4)
+    return G, tw
 
 
 def skinning_transforms(world: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
@@ -404,7 +441,7 @@ def skinning_transforms(world: torch.Tensor, joints: torch.Tensor) -> torch.Tens
     return out
 
 
-def _check_lbs(vertices, weights, transforms):
+def _check_lbs(vertices, weights, transforms, validate=True):
     check_tensor(vertices, "vertices", shape=(None, None, 3))
     check_tensor(transforms, "transforms", shape=(vertices.shape[0], None, 4, 4))
     K = transforms.shape[1]
@@ -412,23 +449,39 @@ def _check_lbs(vertices, weights, transforms):
     want = (vertices.shape[1], K) if weights.ndim == 2 else (vertices.shape[0], vertices.shape[1], K)
     check_tensor(weights, "weights", shape=want)
     check_same(vertices, "vertices", weights=weights, transforms=transforms)
+    if not isinstance(validate, bool):
+        raise TypeError(f"validate: expected a bool, got {type(validate).__name__}")
+    if validate:
+        # Convex weights: with rows summing to s the blended matrix scales the mesh by s, and a
+        # negative weight mirrors part of it; neither is a skinning.
+        check_weights_sum_to_one(weights, "weights")
 
 
-def lbs(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
+def lbs(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor, *,
+        validate: bool = True) -> torch.Tensor:
     """Linear blend skinning t'_i = sum_k w_ki G_k t_i, by blending the matrices first.
 
-    vertices: (B, V, 3) rest positions; weights: (V, K) or (B, V, K); transforms: (B, K, 4, 4)
-    rigid bone transforms from the rest pose (:func:`skinning_transforms`). Returns (B, V, 3).
+    vertices: (B, V, 3) rest positions; weights: (V, K) or (B, V, K), non-negative, rows summing
+    to one (checked unless ``validate=False``: one read of the weights, for callers that checked
+    them once, as :class:`BodyModel` does); transforms: (B, K, 4, 4) rigid bone transforms from
+    the rest pose (:func:`skinning_transforms`). Returns (B, V, 3).
     """
-    _check_lbs(vertices, weights, transforms)
-    eq = "vk,bkij->bvij" if weights.ndim == 2 else "bvk,bkij->bvij"
-    T = torch.einsum(eq, weights, transforms[:, :, :3, :])     # (B, V, 3, 4) per-vertex blend
-    return (T[..., :3] @ vertices[..., None]).squeeze(-1) + T[..., 3]
+    _check_lbs(vertices, weights, transforms, validate)
+    B, V, K = vertices.shape[0], vertices.shape[1], transforms.shape[1]
+    # One (12, K) x (K, V) product per body blends the 3 x 4 matrices with vertices last, so that
+    # applying them is three multiply-adds over contiguous rows of V; a batched (3, 3) @ (3, 1)
+    # product per vertex (as smplx does) is 2-3x slower on the CPU.
+    T = torch.matmul(transforms[:, :, :3, :].reshape(B, K, 12).transpose(1, 2),
+                     weights.transpose(-1, -2)).view(B, 3, 4, V)
+    v = vertices.transpose(1, 2)                                   # (B, 3, V)
+    out = T[:, :, 0] * v[:, None, 0] + T[:, :, 1] * v[:, None, 1] + T[:, :, 2] * v[:, None, 2] + T[:, :, 3]
+    return out.transpose(1, 2).contiguous()
 
 
-def lbs_reference(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
+def lbs_reference(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor, *,
+                  validate: bool = True) -> torch.Tensor:
     """Plain reference for :func:`lbs`: move every vertex by every bone, then weight the results."""
-    _check_lbs(vertices, weights, transforms)
+    _check_lbs(vertices, weights, transforms, validate)
     R, t = transforms[:, :, :3, :3], transforms[:, :, :3, 3]
     moved = torch.einsum("bkij,bvj->bkvi", R, vertices) + t[:, :, None, :]   # (B, K, V, 3)
     w = weights if weights.ndim == 3 else weights.expand(vertices.shape[0], -1, -1)
@@ -445,7 +498,10 @@ class BodyModel:
 
     v_template: (V, 3) mean rest (T-pose) mesh; shapedirs: (V, 3, S) shape basis S;
     posedirs: (V, 3, 207) pose-corrective basis P; J_regressor: (K, V); weights: (V, K) skinning
-    weights; parents: (K,) long; faces: (F, 3) long.
+    weights (non-negative, each row summing to one); parents: (K,) long; faces: (F, 3) long.
+    The kinematic tree is also kept as Python data, read once at construction: ``tree`` (the K
+    parent indices) and ``levels`` (the joints by depth, :func:`tree_levels`), so a forward pass
+    never reads ``parents`` back from the device.
     """
 
     v_template: torch.Tensor
@@ -455,6 +511,8 @@ class BodyModel:
     weights: torch.Tensor
     parents: torch.Tensor
     faces: torch.Tensor
+    tree: tuple = field(init=False, repr=False, compare=False)
+    levels: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         v = check_tensor(self.v_template, "v_template", shape=(None, 3))
@@ -465,17 +523,23 @@ class BodyModel:
         K = self.J_regressor.shape[0]
         check_tensor(self.weights, "weights", shape=(V, K))
         _check_index(self.parents, "parents", shape=(K,))
-        _check_parents(self.parents)
+        self.tree = _check_parents(self.parents)  # the one host read of the tree
+        self.levels = tree_levels(self.tree)
         if self.posedirs.shape[2] != 9 * (K - 1):
             raise ValueError(f"posedirs: expected 9 * (K - 1) = {9 * (K - 1)} pose features, got {self.posedirs.shape[2]}")
         _check_index(self.faces, "faces", shape=(None, 3))
         check_same(v, "v_template", shapedirs=self.shapedirs, posedirs=self.posedirs,
                    J_regressor=self.J_regressor, weights=self.weights)
+        check_weights_sum_to_one(self.weights, "weights")
+        if self.faces.numel() and not bool(((self.faces >= 0) & (self.faces < V)).all()):
+            raise ValueError(f"faces: vertex indices must lie in [0, {V})")
 
     def to(self, device=None, dtype=None) -> "BodyModel":
         """A copy with the float tensors on ``device`` in ``dtype`` (index tensors keep long)."""
         out = {}
         for f in fields(self):
+            if not f.init:
+                continue
             t = getattr(self, f.name)
             out[f.name] = t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device=device)
         return BodyModel(**out)
@@ -514,7 +578,8 @@ def pose_correctives(posedirs: torch.Tensor, rotations: torch.Tensor) -> torch.T
     feats = pose_features(rotations)
     if feats.shape[1] != posedirs.shape[2]:
         raise ValueError(f"rotations: {feats.shape[1]} pose features, posedirs has {posedirs.shape[2]}")
-    return torch.einsum("bp,vcp->bvc", feats, posedirs)
+    # (B, P) x (P, 3V) on a transposed view of posedirs: no copy of the (V, 3, P) basis
+    return (feats @ posedirs.reshape(-1, posedirs.shape[2]).T).view(feats.shape[0], -1, 3)
 
 
 def pose_correctives_linear(pose_basis: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
@@ -553,8 +618,8 @@ def smpl(model: BodyModel, betas: torch.Tensor, pose: torch.Tensor, transl: torc
     J = regress_joints(model.J_regressor, v_shaped)
     R = rodrigues(pose)
     v_posed = v_shaped + pose_correctives(model.posedirs, R) if pose_corrective else v_shaped
-    world, joints = forward_kinematics(R, J, model.parents)
-    verts = lbs(v_posed, model.weights, skinning_transforms(world, J))
+    world, joints = _fk_levels(R, J, model.tree, model.levels)
+    verts = lbs(v_posed, model.weights, skinning_transforms(world, J), validate=False)  # checked in BodyModel
     if transl is not None:
         check_tensor(transl, "transl", shape=(betas.shape[0], 3))
         verts, joints = verts + transl[:, None], joints + transl[:, None]
@@ -572,12 +637,12 @@ def smpl_joints(model: BodyModel, betas: torch.Tensor, pose: torch.Tensor) -> to
     check_tensor(pose, "pose", shape=(betas.shape[0], K, 3))
     J0 = model.J_regressor @ model.v_template
     JS = torch.einsum("kv,vcl->kcl", model.J_regressor, model.shapedirs)
-    return _posed_joints(J0, JS, tuple(model.parents.tolist()), betas, pose)
+    return _posed_joints(J0, JS, model, betas, pose)
 
 
-def _posed_joints(J0, JS, parents, betas, pose):
+def _posed_joints(J0, JS, model, betas, pose):
     J = J0 + torch.einsum("kcl,bl->bkc", JS, betas)
-    return forward_kinematics(rodrigues(pose), J, parents)[1]
+    return _fk_levels(rodrigues(pose), J, model.tree, model.levels)[1]
 
 
 def save_smpl_npz(path, model: BodyModel) -> Path:
@@ -598,11 +663,74 @@ def save_smpl_npz(path, model: BodyModel) -> Path:
     return path
 
 
+class ChumpyArray:
+    """Stand-in for chumpy's ``chumpy.ch.Ch`` in SMPL ``.pkl`` files: keeps the array ``x`` of its
+    pickled state and nothing else (chumpy need not be installed; nothing of chumpy runs)."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict) or "x" not in state:
+            raise ValueError("path: a chumpy.ch.Ch in the file has no array 'x' in its state")
+        import numpy as np
+
+        x = state["x"]
+        if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+            raise ValueError(f"path: a chumpy.ch.Ch holds {type(x).__name__}, expected a numeric numpy array")
+        self.x = x
+
+    def __array__(self, dtype=None, copy=None):
+        return self.x if dtype is None else self.x.astype(dtype)
+
+
+# (module, name) -> (module to import, attribute): what an SMPL .pkl may name, nothing else.
+# NumPy 2 moved numpy.core to numpy._core; SciPy moved the sparse classes to private modules;
+# Python 2 pickles name copy_reg and __builtin__.
+_NP_CORE = ("numpy._core.multiarray", "numpy.core.multiarray")
+_PICKLE_ALLOWED = {
+    **{(m, n): ("numpy", n) for m in ("numpy",) for n in ("ndarray", "dtype")},
+    **{(m, n): (m, n) for m in _NP_CORE for n in ("_reconstruct", "scalar")},
+    **{(m, n): ("scipy.sparse", n)
+       for n in ("csc_matrix", "csr_matrix", "coo_matrix")
+       for m in ("scipy.sparse", f"scipy.sparse.{n[:3]}", f"scipy.sparse._{n[:3]}")},
+    # protocol-2 pickles written by Python 3 store bytes (numpy's array buffers) as
+    # _codecs.encode(text, "latin1"): a codec call, no code of the file's choosing
+    ("_codecs", "encode"): ("_codecs", "encode"),
+    ("copy_reg", "_reconstructor"): ("copyreg", "_reconstructor"),
+    ("copyreg", "_reconstructor"): ("copyreg", "_reconstructor"),
+    # chumpy's pickled state holds sets (its dirty-variable bookkeeping)
+    **{(m, n): ("builtins", n) for m in ("builtins", "__builtin__") for n in ("object", "set", "frozenset")},
+}
+
+
+class _SMPLUnpickler(pickle.Unpickler):
+    """Unpickles data only: ``find_class`` admits NumPy arrays, dtypes and scalars, SciPy sparse
+    matrices and chumpy's Ch (as :class:`ChumpyArray`); any other global raises ValueError naming
+    it, before it is imported or called (the approach of ``torch.load(weights_only=True)``)."""
+
+    def find_class(self, module, name):
+        if (module, name) == ("chumpy.ch", "Ch"):
+            return ChumpyArray
+        target = _PICKLE_ALLOWED.get((module, name))
+        if target is None:
+            raise ValueError(f"path: the pickle names {module}.{name}, which a model file may not "
+                             "(only numpy arrays, scipy sparse matrices and chumpy.ch.Ch are read)")
+        mod, attr = target
+        if mod in _NP_CORE:  # whichever of numpy._core / numpy.core this NumPy has
+            try:
+                return getattr(importlib.import_module(_NP_CORE[0]), attr)
+            except ImportError:
+                return getattr(importlib.import_module(_NP_CORE[1]), attr)
+        return getattr(importlib.import_module(mod), attr)
+
+    def persistent_load(self, pid):
+        raise ValueError("path: the pickle uses persistent ids, which a model file may not")
+
+
 def load_smpl(path, dtype: torch.dtype = torch.float32, device="cpu") -> BodyModel:
     """Load an SMPL-format model file (``.npz``, or the official ``.pkl``; see the module docstring).
 
-    Missing keys raise ValueError naming them. Pickles execute code when loaded: only load files
-    you trust.
+    Both are read as data: ``.npz`` with ``allow_pickle=False`` (an object array is refused),
+    ``.pkl`` with a restricted unpickler (:class:`_SMPLUnpickler`) that refuses every class but
+    NumPy arrays, SciPy sparse matrices and chumpy's array. Missing keys raise ValueError naming them.
     """
     import numpy as np
 
@@ -613,10 +741,19 @@ def load_smpl(path, dtype: torch.dtype = torch.float32, device="cpu") -> BodyMod
         raise ValueError(f"path: no such file {str(path)!r}")
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            data = {}
+            for k in z.files:
+                try:
+                    data[k] = z[k]
+                except ValueError as e:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+                    raise ValueError(f"path: {path.name} holds an object array {k!r}; model files must hold "
+                                     "numeric arrays only (object arrays would need pickle)") from e
     else:
         with open(path, "rb") as fh:
-            data = pickle.load(fh, encoding="latin1")
+            try:
+                data = _SMPLUnpickler(fh, encoding="latin1").load()
+            except (pickle.UnpicklingError, EOFError) as e:
+                raise ValueError(f"path: {path.name} is not a readable pickle ({e})") from e
         if not isinstance(data, dict):
             raise ValueError(f"path: expected a pickled dict, got {type(data).__name__}")
     missing = [k for k in SMPL_KEYS if k not in data]
@@ -626,7 +763,11 @@ def load_smpl(path, dtype: torch.dtype = torch.float32, device="cpu") -> BodyMod
     def arr(k):
         x = data[k]
         x = x.toarray() if hasattr(x, "toarray") else x  # scipy.sparse J_regressor in the .pkl files
-        return np.asarray(x)
+        x = x.x if isinstance(x, ChumpyArray) else x
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"path: {path.name}'s {k!r} has dtype {x.dtype}, expected numbers")
+        return x
 
     kin = arr("kintree_table").astype(np.int64)
     parents = kin[0].copy()
@@ -921,8 +1062,30 @@ def reprojection_loss(model: BodyModel, betas: torch.Tensor, pose: torch.Tensor,
     return ((x - joints2d) ** 2).sum((-1, -2))
 
 
+class LMResult(NamedTuple):
+    """:func:`levenberg_marquardt`'s result: params (B, P) and the final costs (B,)."""
+    params: torch.Tensor
+    cost: torch.Tensor
+
+
+class BodyFit(NamedTuple):
+    """A fitted body: betas (B, S), pose (B, K, 3), transl (B, 3), loss (B,) (the minimised
+    objective: reprojection plus priors), reproj (B,) (the reprojection error alone)."""
+    betas: torch.Tensor
+    pose: torch.Tensor
+    transl: torch.Tensor
+    loss: torch.Tensor
+    reproj: torch.Tensor
+
+
+class Track(NamedTuple):
+    """:func:`track_sequence`'s result: pose (T, K, 3) and transl (T, 3) per frame."""
+    pose: torch.Tensor
+    transl: torch.Tensor
+
+
 def levenberg_marquardt(residual, params: torch.Tensor, targets: torch.Tensor, iterations: int
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+                        ) -> LMResult:
     """Minimise |residual(p, target)|^2 for each of B independent problems by Levenberg-Marquardt.
 
     residual maps one problem's params (P,) and target to residuals (R,); params: (B, P) start;
@@ -950,19 +1113,20 @@ def levenberg_marquardt(residual, params: torch.Tensor, targets: torch.Tensor, i
         r = torch.where(better[:, None], r_new, r)
         cost = torch.where(better, cost_new, cost)
         lam = torch.where(better[:, None, None], lam / 3, lam * 4).clamp(1e-12, 1e12)
-    return params, cost
+    return LMResult(params, cost)
 
 
 def fit_to_joints2d(model: BodyModel, joints2d: torch.Tensor, focal: float, center=(0.0, 0.0),
                     prior_weight: float = 1e-4, shape_weight: float = 1e-4, init_transl: torch.Tensor | None = None,
-                    init_pose: torch.Tensor | None = None, iterations: int = 30) -> dict:
+                    init_pose: torch.Tensor | None = None, iterations: int = 30) -> BodyFit:
     """Optimisation-based fitting: argmin over beta, theta and the camera translation of
     L_reproj + prior_weight |theta_body|^2 + shape_weight |beta|^2 (a Gaussian pose and shape prior).
 
     joints2d: (B, K, 2) image coordinates. Levenberg-Marquardt (damped Gauss-Newton on the stacked
     residuals, Jacobians by torch.func) from ``init_pose`` (default the rest pose; set the root's
     global orientation to face the camera), beta = 0 and ``init_transl`` (default 3 m in front of
-    the camera). Returns dict(betas, pose, transl, loss, reproj), each batched over B.
+    the camera). Returns a :class:`BodyFit` (betas, pose, transl, loss, reproj), batched over B.
+    No host synchronisation in the iterations (accept/reject and damping are tensor ops).
     """
     _check_model(model)
     K = model.J_regressor.shape[0]
@@ -982,18 +1146,17 @@ def fit_to_joints2d(model: BodyModel, joints2d: torch.Tensor, focal: float, cent
     sp, sb = math.sqrt(prior_weight), math.sqrt(shape_weight)
     J0 = model.J_regressor @ model.v_template
     JS = torch.einsum("kv,vcl->kcl", model.J_regressor, model.shapedirs)
-    parents = tuple(model.parents.tolist())
 
     def residual(params, target):  # one body: params (S + 3K + 3,), target (K, 2)
         betas, pose, transl = params[:S], params[S:S + 3 * K].view(K, 3), params[S + 3 * K:]
-        x = project(_posed_joints(J0, JS, parents, betas[None], pose[None]), focal, transl[None], center)[0]
+        x = project(_posed_joints(J0, JS, model, betas[None], pose[None]), focal, transl[None], center)[0]
         return torch.cat([(x - target).flatten(), sp * pose[1:].flatten(), sb * betas])
 
     params = torch.cat([torch.zeros(B, S, **ft), init_pose.flatten(1), init_transl], 1)
     params, cost = levenberg_marquardt(residual, params, joints2d, iterations)
     betas, pose, transl = params[:, :S], params[:, S:S + 3 * K].view(B, K, 3), params[:, S + 3 * K:]
     reproj = reprojection_loss(model, betas, pose, transl, joints2d, focal, center)
-    return dict(betas=betas, pose=pose, transl=transl, loss=cost, reproj=reproj)
+    return BodyFit(betas=betas, pose=pose, transl=transl, loss=cost, reproj=reproj)
 
 
 def learned_update_step(update_fn, pose: torch.Tensor, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -1020,7 +1183,7 @@ def fit_shape_to_scan(model: BodyModel, scan: torch.Tensor) -> torch.Tensor:
 
 
 def track_sequence(model: BodyModel, betas: torch.Tensor, frames: torch.Tensor, iterations: int = 10
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   ) -> Track:
     """Template-based capture: fit pose and translation to each frame's registered points (V, 3)
     by Levenberg-Marquardt, starting every frame from the previous frame's solution.
 
@@ -1042,7 +1205,7 @@ def track_sequence(model: BodyModel, betas: torch.Tensor, frames: torch.Tensor, 
         params, _ = levenberg_marquardt(residual, params, frames[t:t + 1], iterations)
         out.append(params[0])
     out = torch.stack(out)
-    return out[:, :3 * K].view(-1, K, 3), out[:, 3 * K:]
+    return Track(out[:, :3 * K].view(-1, K, 3), out[:, 3 * K:])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,6 +84,36 @@ def correlate2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
     return out.reshape(B, O, Ho, Wo)
 
 
+def correlate2d_fast(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, *,
+                     stride=1, padding=0, dilation=1) -> torch.Tensor:
+    """The fast path beside :func:`correlate2d`: the same sum, one kernel tap at a time, each tap
+    one batched matrix product over a *shifted window* of the flattened padded image.
+
+    With the image channels-last and its rows flattened, tap (m, n) reads the input at a fixed
+    offset m dil W_p + n dil from each output position: a contiguous window, so no patch matrix
+    (im2col's C kh kw copies of the image) is built. Each output row is computed W_p wide and the
+    last (kw - 1) dil columns, which wrap into the next row, are cropped. Stride 1 only; other
+    strides take :func:`correlate2d`. Returns a channels-last (B, C_out, H', W') tensor.
+    """
+    stride, padding, dilation, (Ho, Wo) = _conv_geometry(x, w, b, stride, padding, dilation)
+    if stride != (1, 1):
+        return correlate2d(x, w, b, stride=stride, padding=padding, dilation=dilation)
+    (B, C, H, W), (O, _, kh, kw) = x.shape, w.shape
+    Hp, Wp = H + 2 * padding[0], W + 2 * padding[1]
+    # one more zero row below: the last tap's window runs (kw - 1) dil entries past Hp Wp
+    extra = -(-(kw - 1) * dilation[1] // Wp)
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, padding[1], padding[1], padding[0], padding[0] + extra))
+    xp = xp.reshape(B, (Hp + extra) * Wp, C)
+    wt = w.permute(2, 3, 1, 0)  # (kh, kw, C_in, C_out)
+    L = Ho * Wp
+    out = (b.expand(B, L, O) if b is not None else x.new_zeros(()).expand(B, L, O)).contiguous()
+    for m in range(kh):
+        for n in range(kw):
+            s = m * dilation[0] * Wp + n * dilation[1]
+            out.baddbmm_(xp[:, s: s + L], wt[m, n].expand(B, C, O))
+    return out.view(B, Ho, Wp, O)[:, :, :Wo].permute(0, 3, 1, 2)
+
+
 def correlate2d_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, *,
                           stride=1, padding=0, dilation=1) -> torch.Tensor:
     """The plain sum of the notes' correlation formula, one kernel tap at a time (the reference
@@ -284,3 +314,37 @@ def transposed_conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None =
         check_tensor(b, "b", shape=(Co,))
         out = out + b[:, None, None]
     return out
+
+
+def transposed_conv2d_fast(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, *,
+                           stride: int = 1, padding: int = 0) -> torch.Tensor:
+    """The fast path beside :func:`transposed_conv2d`: the adjoint of a correlation is a correlation
+    of the input, spread ``stride`` apart with zeros in between, with the rotated kernel (its two
+    channel axes swapped), padded by k - 1 - padding: summing the filter copies placed on the output
+    grid equals sliding the rotated filter over the input grid. Shapes as :func:`transposed_conv2d`.
+    """
+    check_tensor(x, "x", ndim=4)
+    check_tensor(w, "w", ndim=4)
+    check_same(x, "x", w=w)
+    if w.shape[0] != x.shape[1]:
+        raise ValueError(f"w: has {w.shape[0]} input channels, x has {x.shape[1]}")
+    stride = check_int(stride, "stride", min=1)
+    padding = check_int(padding, "padding", min=0)
+    B, Ci, H, W = x.shape
+    _, Co, kh, kw = w.shape
+    Hf, Wf = (H - 1) * stride + kh, (W - 1) * stride + kw
+    if Hf - 2 * padding < 1 or Wf - 2 * padding < 1:
+        raise ValueError(f"padding: {padding} crops away the whole {Hf}x{Wf} output")
+    if b is not None:
+        check_tensor(b, "b", shape=(Co,))
+        check_same(x, "x", b=b)
+    if stride > 1:
+        spread = x.new_zeros(B, Ci, (H - 1) * stride + 1, (W - 1) * stride + 1)
+        spread[:, :, ::stride, ::stride] = x
+        x = spread
+    k = rot180(w).transpose(0, 1)  # (C_out, C_in, kh, kw)
+    # padding beyond k - 1 crops into the correlation's own output instead
+    ph, pw = kh - 1 - padding, kw - 1 - padding
+    out = correlate2d_fast(x, k, b, padding=(max(ph, 0), max(pw, 0)))
+    ch, cw = max(-ph, 0), max(-pw, 0)
+    return out[..., ch: out.shape[-2] - ch, cw: out.shape[-1] - cw]

@@ -1,7 +1,9 @@
 """Denoising diffusion models (DDPM), as in the notes' section "Diffusion models".
 
 Conventions. Time steps are integers t = 1..T; a schedule is a tensor ``betas`` of shape (T,) with
-``betas[t - 1] = beta_t``. ``alpha_t = 1 - beta_t`` and ``alpha_bar_t = prod_{i <= t} alpha_i``
+``betas[t - 1] = beta_t``. Functions follow their data: the schedule's products are formed in the
+schedule's precision (float64 by default) and then cast to the dtype and device of x, so the
+default schedule works with a float32 model out of the box. ``alpha_t = 1 - beta_t`` and ``alpha_bar_t = prod_{i <= t} alpha_i``
 (``alpha_bar_0 = 1``). A time-step argument ``t`` is a tensor of shape (B,) with one step per
 sample, so a batch may mix time steps. A noise predictor is any callable ``eps_model(x, t)`` (or
 ``eps_model(x, t, y)`` with a class label) returning a tensor shaped like ``x``.
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impl._checks import check_choice, check_float, check_int, check_same, check_tensor
+from impl._checks import (check_choice, check_float, check_generator, check_int, check_same, check_symmetric_psd,
+                          check_tensor)
 
 # --------------------------------------------------------------------------------------------
 # Schedules
@@ -100,8 +104,27 @@ def alpha_bar_continuous(t: torch.Tensor, kind: str = "linear", *, beta_min: flo
 
 def _check_betas(betas):
     check_tensor(betas, "betas", ndim=1)
-    if betas.numel() == 0 or not ((betas > 0) & (betas < 1)).all():
+    if betas.numel() == 0 or not bool(((betas > 0) & (betas < 1)).all()):
         raise ValueError("betas: a schedule needs at least one step, every beta_t in (0, 1)")
+
+
+class _Schedule(NamedTuple):
+    beta: torch.Tensor      # beta_t
+    alpha: torch.Tensor     # alpha_t
+    ab: torch.Tensor        # alpha_bar_t
+    ab_prev: torch.Tensor   # alpha_bar_{t-1}
+    omab: torch.Tensor      # 1 - alpha_bar_t
+    omab_prev: torch.Tensor  # 1 - alpha_bar_{t-1}
+
+
+def _schedule(betas: torch.Tensor, x: torch.Tensor) -> _Schedule:
+    """The schedule's per-step quantities, each (T,), formed in the schedule's precision and then
+    cast to x's dtype and device (functions follow their data). 1 - alpha_bar_t is formed before
+    the cast: in float32, 1 - alpha_bar_1 = beta_1 would lose about half of its digits."""
+    ab = torch.cumprod(1 - betas, dim=0)
+    ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])
+    return _Schedule(*(v.to(device=x.device, dtype=x.dtype)
+                       for v in (betas, 1 - betas, ab, ab_prev, 1 - ab, 1 - ab_prev)))
 
 
 def _check_t(t, x, T):
@@ -142,10 +165,9 @@ def forward_step(x_prev: torch.Tensor, t: torch.Tensor, betas: torch.Tensor, noi
     """
     check_tensor(x_prev, "x_prev", ndim=range(1, 8))
     _check_betas(betas)
-    check_same(x_prev, "x_prev", betas=betas)
     _check_t(t, x_prev, betas.shape[0])
     eps = _noise_like(x_prev, noise, generator)
-    b = _at(betas, t, x_prev)
+    b = _at(_schedule(betas, x_prev)[0], t, x_prev)
     return torch.sqrt(1 - b) * x_prev + torch.sqrt(b) * eps
 
 
@@ -157,11 +179,13 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, betas: torch.Tensor, noise=None,
     """
     check_tensor(x0, "x0", ndim=range(1, 8))
     _check_betas(betas)
-    check_same(x0, "x0", betas=betas)
     _check_t(t, x0, betas.shape[0])
     eps = _noise_like(x0, noise, generator)
-    ab = _at(alpha_bars(betas), t, x0)
-    return torch.sqrt(ab) * x0 + torch.sqrt(1 - ab) * eps
+    return _q_sample(x0, t, _schedule(betas, x0), eps)
+
+
+def _q_sample(x0, t, sch: _Schedule, eps):
+    return torch.sqrt(_at(sch.ab, t, x0)) * x0 + torch.sqrt(_at(sch.omab, t, x0)) * eps
 
 
 def q_posterior(x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, betas: torch.Tensor):
@@ -174,13 +198,11 @@ def q_posterior(x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, betas: torc
     check_tensor(x0, "x0", ndim=range(1, 8))
     check_tensor(xt, "xt", shape=tuple(x0.shape))
     _check_betas(betas)
-    check_same(x0, "x0", xt=xt, betas=betas)
+    check_same(x0, "x0", xt=xt)
     _check_t(t, x0, betas.shape[0])
-    ab = alpha_bars(betas)
-    ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])
-    b, a, abt, abp = (_at(v, t, x0) for v in (betas, 1 - betas, ab, ab_prev))
-    mean = torch.sqrt(abp) * b / (1 - abt) * x0 + torch.sqrt(a) * (1 - abp) / (1 - abt) * xt
-    return mean, (1 - abp) / (1 - abt) * b
+    b, a, _, abp, omab, omabp = (_at(v, t, x0) for v in _schedule(betas, x0))
+    mean = torch.sqrt(abp) * b / omab * x0 + torch.sqrt(a) * omabp / omab * xt
+    return mean, omabp / omab * b
 
 
 def mu_from_eps(xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
@@ -192,11 +214,10 @@ def mu_from_eps(xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, betas: tor
     check_tensor(xt, "xt", ndim=range(1, 8))
     check_tensor(eps, "eps", shape=tuple(xt.shape))
     _check_betas(betas)
-    check_same(xt, "xt", eps=eps, betas=betas)
+    check_same(xt, "xt", eps=eps)
     _check_t(t, xt, betas.shape[0])
-    a = _at(1 - betas, t, xt)
-    ab = _at(alpha_bars(betas), t, xt)
-    return xt / torch.sqrt(a) - (1 - a) / (torch.sqrt(1 - ab) * torch.sqrt(a)) * eps
+    b, a, _, _, omab, _ = (_at(v, t, xt) for v in _schedule(betas, xt))
+    return xt / torch.sqrt(a) - b / (torch.sqrt(omab) * torch.sqrt(a)) * eps
 
 
 def gaussian_kl(mean1, var1, mean2, var2) -> torch.Tensor:
@@ -206,9 +227,19 @@ def gaussian_kl(mean1, var1, mean2, var2) -> torch.Tensor:
     """
     for name, v in (("mean1", mean1), ("var1", var1), ("mean2", mean2), ("var2", var2)):
         check_tensor(v, name)
+    check_same(mean1, "mean1", var1=var1, mean2=mean2, var2=var2)
     for name, v in (("var1", var1), ("var2", var2)):
-        if (v <= 0).any():
+        if not bool((v > 0).all()):
             raise ValueError(f"{name}: variances must be positive")
+    for name, v in (("var1", var1), ("mean2", mean2), ("var2", var2)):
+        try:
+            out = torch.broadcast_shapes(mean1.shape, v.shape)
+        except RuntimeError:
+            raise ValueError(f"{name}: shape {tuple(v.shape)} does not broadcast against mean1's {tuple(mean1.shape)}") from None
+        if tuple(out) != tuple(mean1.shape):
+            raise ValueError(f"{name}: shape {tuple(v.shape)} would broadcast mean1's {tuple(mean1.shape)} to {tuple(out)}")
+    if mean1.ndim == 0:
+        raise ValueError("mean1: expected a batch (B, ...), got a scalar")
     m1, v1, m2, v2 = torch.broadcast_tensors(mean1, var1, mean2, var2)
     kl = 0.5 * (torch.log(v2) - torch.log(v1) + (v1 + (m1 - m2) ** 2) / v2 - 1)
     return kl.reshape(kl.shape[0], -1).sum(1)
@@ -224,20 +255,25 @@ def _call(eps_model, x, t, y):
 
 
 def ddpm_loss(eps_model, x0: torch.Tensor, betas: torch.Tensor, *, t=None, noise=None, y=None,
-              p_uncond: float = 0.0, null_class: int | None = None, generator=None) -> torch.Tensor:
+              p_uncond: float = 0.0, null_class: int | None = None, generator=None,
+              validate: bool = True) -> torch.Tensor:
     """The notes' training objective: ||eps - eps_theta(sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps, t)||^2,
     summed over the data axes and averaged over the batch, with t ~ Unif{1..T} and eps ~ N(0, I).
 
     y: (B,) class labels or None. p_uncond: probability of replacing a label by ``null_class``
     (classifier-free guidance trains one network for both). x0: (B, ...). Returns a scalar.
+    The schedule is cast to x0's dtype and device. ``validate=False`` skips the checks that read
+    values on the host (the schedule's range, given t's range): a training loop validates once.
     """
     check_tensor(x0, "x0", ndim=range(2, 8))
-    _check_betas(betas)
-    check_same(x0, "x0", betas=betas)
+    if validate:
+        _check_betas(betas)
     T, B = betas.shape[0], x0.shape[0]
+    check_generator(generator, "generator", x0.device)
     if t is None:
         t = torch.randint(1, T + 1, (B,), generator=generator, device=x0.device)
-    _check_t(t, x0, T)
+    elif validate:
+        _check_t(t, x0, T)
     eps = _noise_like(x0, noise, generator)
     check_float(p_uncond, "p_uncond", min=0.0, max=1.0)
     if y is not None:
@@ -247,9 +283,69 @@ def ddpm_loss(eps_model, x0: torch.Tensor, betas: torch.Tensor, *, t=None, noise
                 raise ValueError("null_class: needed when p_uncond > 0")
             drop = torch.rand(B, generator=generator, device=x0.device) < p_uncond
             y = torch.where(drop, torch.full_like(y, null_class), y)
-    xt = q_sample(x0, t, betas, eps)
+    xt = _q_sample(x0, t, _schedule(betas, x0), eps)
     err = eps - _call(eps_model, xt, t, y)
     return err.pow(2).reshape(B, -1).sum(1).mean()
+
+
+class TrainResult(NamedTuple):
+    """What a trainer returns (the same fields as flows' and rl's trainers): the trained ``model``
+    and ``losses``, the loss of every step (steps,) as a tensor on the data's device."""
+    model: nn.Module
+    losses: torch.Tensor
+
+
+def train_ddpm(model: nn.Module, data: torch.Tensor, betas: torch.Tensor | None = None, *, steps: int = 1000,
+               batch: int = 256, lr: float = 1e-3, y: torch.Tensor | None = None, p_uncond: float = 0.0,
+               null_class: int | None = None, generator: torch.Generator | None = None,
+               callback: Callable[[int, torch.Tensor], None] | None = None, every: int = 100) -> TrainResult:
+    """DDPM training: Adam on ``ddpm_loss`` over minibatches of ``data`` (N, ...), ``steps`` times.
+
+    betas: the schedule (default: the linear DDPM schedule, cast to data's dtype and device); y: (N,)
+    labels for a conditional model (with ``p_uncond`` / ``null_class`` for guidance). Minibatches,
+    time steps and noise are drawn on data's device (``generator`` must live there). Inputs are
+    validated once before the loop; the losses stay on the device (no host synchronisation per
+    step). ``callback(step, loss)`` is called every ``every`` steps with the detached loss tensor.
+    Returns TrainResult(model, losses (steps,)).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    check_tensor(data, "data", ndim=range(2, 8))
+    if data.shape[0] < 1:
+        raise ValueError("data: expected at least one sample")
+    betas = linear_beta_schedule() if betas is None else betas
+    _check_betas(betas)
+    steps = check_int(steps, "steps", min=1)
+    batch = check_int(batch, "batch", min=1)
+    check_float(lr, "lr", min=0.0, min_open=True)
+    check_generator(generator, "generator", data.device)
+    check_float(p_uncond, "p_uncond", min=0.0, max=1.0)
+    if y is not None:
+        check_tensor(y, "y", shape=(data.shape[0],), floating=False)
+        if y.device != data.device:
+            raise ValueError(f"y: on {y.device}, but data is on {data.device}")
+        if p_uncond > 0 and null_class is None:
+            raise ValueError("null_class: needed when p_uncond > 0")
+    if callback is not None and not callable(callback):
+        raise TypeError("callback: expected a callable (step, loss)")
+    every = check_int(every, "every", min=1)
+    betas = betas.to(data.device)
+    # the fused kernel keeps Adam's step counter on the device: the foreach/for-loop versions read
+    # it with .item() at every step
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    losses = []
+    n = min(batch, data.shape[0])
+    for step in range(steps):
+        idx = torch.randint(0, data.shape[0], (n,), generator=generator, device=data.device)
+        loss = ddpm_loss(model, data[idx], betas, y=None if y is None else y[idx], p_uncond=p_uncond,
+                         null_class=null_class, generator=generator, validate=False)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+        if callback is not None and (step + 1) % every == 0:
+            callback(step + 1, losses[-1])
+    return TrainResult(model, torch.stack(losses))
 
 
 def sampling_sigmas(betas: torch.Tensor, sigma: str = "beta") -> torch.Tensor:
@@ -268,42 +364,57 @@ def reverse_step(eps_model, xt: torch.Tensor, t: int, betas: torch.Tensor, sigma
     check_int(t, "t", min=1, max=betas.shape[0])
     check_tensor(sigmas, "sigmas", shape=tuple(betas.shape))
     z = torch.zeros_like(xt) if z is None else check_tensor(z, "z", shape=tuple(xt.shape))
+    check_same(xt, "xt", z=z)
     tt = torch.full((xt.shape[0],), t, device=xt.device, dtype=torch.long)
     eps = _call(eps_model, xt, tt, y)
-    a = 1 - betas[t - 1]
-    ab = alpha_bars(betas)[t - 1]
-    return (xt - (1 - a) / torch.sqrt(1 - ab) * eps) / torch.sqrt(a) + sigmas[t - 1] * z
+    b, a, _, _, omab, _ = (v[t - 1] for v in _schedule(betas, xt))
+    sigma = sigmas.to(device=xt.device, dtype=xt.dtype)[t - 1]
+    return (xt - b / torch.sqrt(omab) * eps) / torch.sqrt(a) + sigma * z
 
 
 @torch.no_grad()
 def sample(eps_model, shape, betas: torch.Tensor, *, sigma: str = "beta", y=None, x_T=None,
-           generator=None, return_trajectory: bool = False):
+           generator=None, return_trajectory: bool = False, dtype=None, device=None):
     """The notes' sampling loop: x_T ~ N(0, I); for t = T..1: z ~ N(0, I) if t > 1 else z = 0;
     x_{t-1} = 1/sqrt(alpha_t) (x_t - (1 - alpha_t)/sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) + sigma_t z.
 
-    shape: (B, ...); y: (B,) labels or None; x_T: optional start (B, ...). Returns x_0 (and, with
-    return_trajectory, the list [x_T, ..., x_0]).
+    shape: (B, ...); y: (B,) labels or None; x_T: optional start (B, ...). The samples take x_T's
+    dtype and device, else ``dtype`` / ``device``, else those of the model's parameters (when
+    eps_model is an nn.Module), else the schedule's; noise is drawn there (``generator`` must live
+    there). Inputs are validated once before the loop: no host synchronisation per step.
+    Returns x_0 (and, with return_trajectory, the list [x_T, ..., x_0]).
     """
     _check_betas(betas)
     shape = tuple(shape)
-    if len(shape) < 1 or any(not isinstance(s, int) or s < 1 for s in shape):
+    if len(shape) < 1 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"shape: expected positive ints, got {shape}")
     sigmas = sampling_sigmas(betas, sigma)
-    if x_T is None:
-        x = torch.randn(shape, generator=generator, dtype=betas.dtype, device=betas.device)
-    else:
+    if x_T is not None:
         x = check_tensor(x_T, "x_T", shape=shape)
-        check_same(betas, "betas", x_T=x_T)
+    else:
+        ref = next(eps_model.parameters(), None) if isinstance(eps_model, nn.Module) else None
+        ref = betas if ref is None else ref
+        dtype = ref.dtype if dtype is None else dtype
+        device = ref.device if device is None else torch.device(device)
+        check_generator(generator, "generator", device)
+        x = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    check_generator(generator, "generator", x.device)
     if y is not None:
         check_tensor(y, "y", shape=(shape[0],), floating=False)
+        if y.device != x.device:
+            raise ValueError(f"y: on {y.device}, but the samples are on {x.device}")
+    sch = _schedule(betas, x)
+    sig = sigmas.to(device=x.device, dtype=x.dtype)
+    coef = sch.beta / torch.sqrt(sch.omab)       # (1 - alpha_t) / sqrt(1 - alpha_bar_t)
+    inv_sqrt_a = torch.rsqrt(sch.alpha)
     traj = [x]
-    ab = alpha_bars(betas)
     for t in range(betas.shape[0], 0, -1):
-        z = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device) if t > 1 else torch.zeros_like(x)
         tt = torch.full((shape[0],), t, device=x.device, dtype=torch.long)
-        a = 1 - betas[t - 1]
+        eps = _call(eps_model, x, tt, y)
         # the hot loop inlines reverse_step (same formula) to skip its per-step input checks
-        x = (x - (1 - a) / torch.sqrt(1 - ab[t - 1]) * _call(eps_model, x, tt, y)) / torch.sqrt(a) + sigmas[t - 1] * z
+        x = (x - coef[t - 1] * eps) * inv_sqrt_a[t - 1]
+        if t > 1:
+            x = x + sig[t - 1] * torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
         if return_trajectory:
             traj.append(x)
     return (x, traj) if return_trajectory else x
@@ -324,13 +435,15 @@ def gaussian_optimal_eps(xt: torch.Tensor, t: torch.Tensor, betas: torch.Tensor,
     check_tensor(mean, "mean", shape=(D,))
     check_tensor(cov, "cov", shape=(D, D))
     _check_betas(betas)
-    check_same(xt, "xt", mean=mean, cov=cov, betas=betas)
+    check_same(xt, "xt", mean=mean, cov=cov)
+    check_symmetric_psd(cov, "cov")
     _check_t(t, xt, betas.shape[0])
-    ab = alpha_bars(betas)[t - 1]                                        # (B,)
+    sch = _schedule(betas, xt)
+    ab, omab = sch.ab[t - 1], sch.omab[t - 1]                            # (B,)
     eye = torch.eye(D, dtype=xt.dtype, device=xt.device)
-    S = ab[:, None, None] * cov + (1 - ab)[:, None, None] * eye          # (B, D, D)
+    S = ab[:, None, None] * cov + omab[:, None, None] * eye              # (B, D, D)
     r = xt - ab.sqrt()[:, None] * mean
-    return torch.sqrt(1 - ab)[:, None] * torch.linalg.solve(S, r)
+    return torch.sqrt(omab)[:, None] * torch.linalg.solve(S, r)
 
 
 def mixture_log_density(xt, t, betas, weights, means, stds) -> torch.Tensor:
@@ -342,14 +455,15 @@ def mixture_log_density(xt, t, betas, weights, means, stds) -> torch.Tensor:
     check_tensor(weights, "weights", shape=(K,))
     check_tensor(stds, "stds", shape=(K,))
     _check_betas(betas)
-    check_same(xt, "xt", weights=weights, means=means, stds=stds, betas=betas)
+    check_same(xt, "xt", weights=weights, means=means, stds=stds)
     _check_t(t, xt, betas.shape[0])
-    if (weights < 0).any() or not (weights > 0).any():
+    if not bool((weights >= 0).all()) or not bool((weights > 0).any()):
         raise ValueError("weights: mixture weights must be non-negative, not all zero")
-    if (stds < 0).any():
+    if not bool((stds >= 0).all()):
         raise ValueError("stds: component standard deviations must be non-negative")
-    ab = alpha_bars(betas)[t - 1][:, None]                               # (B, 1)
-    var = ab * stds[None] ** 2 + 1 - ab                                  # (B, K)
+    sch = _schedule(betas, xt)
+    ab, omab = sch.ab[t - 1][:, None], sch.omab[t - 1][:, None]          # (B, 1)
+    var = ab * stds[None] ** 2 + omab                                    # (B, K)
     d2 = (xt[:, None, :] - ab.sqrt()[..., None] * means[None]).pow(2).sum(-1)
     logc = torch.log(weights / weights.sum())[None] - 0.5 * d2 / var - 0.5 * D * torch.log(2 * math.pi * var)
     return torch.logsumexp(logc, dim=1)
@@ -360,14 +474,15 @@ def mixture_optimal_eps(xt, t, betas, weights, means, stds) -> torch.Tensor:
     sqrt(1 - ab) sum_k r_k(x_t) (x_t - sqrt(ab) mu_k) / (ab s_k^2 + 1 - ab), r_k the responsibilities.
     Returns (B, D)."""
     mixture_log_density(xt, t, betas, weights, means, stds)             # validates the arguments
-    ab = alpha_bars(betas)[t - 1][:, None]
-    var = ab * stds[None] ** 2 + 1 - ab                                  # (B, K)
+    sch = _schedule(betas, xt)
+    ab, omab = sch.ab[t - 1][:, None], sch.omab[t - 1][:, None]
+    var = ab * stds[None] ** 2 + omab                                    # (B, K)
     diff = xt[:, None, :] - ab.sqrt()[..., None] * means[None]           # (B, K, D)
     D = xt.shape[1]
     logc = torch.log(weights / weights.sum())[None] - 0.5 * diff.pow(2).sum(-1) / var \
         - 0.5 * D * torch.log(2 * math.pi * var)
     r = torch.softmax(logc, dim=1)
-    return torch.sqrt(1 - ab) * (r[..., None] * diff / var[..., None]).sum(1)
+    return torch.sqrt(omab) * (r[..., None] * diff / var[..., None]).sum(1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -625,28 +740,39 @@ def elbo_terms(eps_model, x0: torch.Tensor, betas: torch.Tensor, sigmas: torch.T
     check_tensor(x0, "x0", ndim=range(2, 8))
     _check_betas(betas)
     check_tensor(sigmas, "sigmas", shape=tuple(betas.shape))
-    check_same(x0, "x0", betas=betas, sigmas=sigmas)
-    if (sigmas <= 0).any():
+    check_generator(generator, "generator", x0.device)
+    if not bool((sigmas > 0).all()):
         raise ValueError("sigmas: every sigma_t must be positive for the likelihood to exist")
     B, T = x0.shape[0], betas.shape[0]
-    ab = alpha_bars(betas)
+    sigmas = sigmas.to(device=x0.device, dtype=x0.dtype)
+    sch = _schedule(betas, x0)
+    bt, at, ab, abp, omab, omabp = sch
 
     def steps(t):
         return torch.full((B,), t, device=x0.device, dtype=torch.long)
 
-    def const(v):          # a scalar tensor as a per-element variance, broadcast like x0
-        return v.expand_as(x0)
+    def kl(m1, v1, m2, v2):  # gaussian_kl without its checks: the loop below stays free of host reads
+        return (0.5 * (torch.log(v2) - torch.log(v1) + (v1 + (m1 - m2) ** 2) / v2 - 1)).reshape(B, -1).sum(1)
 
-    prior = gaussian_kl(torch.sqrt(ab[-1]) * x0, const(1 - ab[-1]), torch.zeros_like(x0), const(ab.new_ones(())))
-    x1 = q_sample(x0, steps(1), betas, generator=generator)
-    mu1 = mu_from_eps(x1, steps(1), _call(eps_model, x1, steps(1), None), betas)
+    def mu_theta(xt, t):
+        eps = _call(eps_model, xt, steps(t), None)
+        return xt / torch.sqrt(at[t - 1]) - bt[t - 1] / (torch.sqrt(omab[t - 1]) * torch.sqrt(at[t - 1])) * eps
+
+    def noise():
+        return torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+
+    one = torch.ones_like(x0)
+    prior = kl(torch.sqrt(ab[-1]) * x0, omab[-1] * one, torch.zeros_like(x0), one)
+    x1 = _q_sample(x0, steps(1), sch, noise())
+    mu1 = mu_theta(x1, 1)
     # log N(x_0; mu_theta(x_1, 1), sigma_1^2 I)
     s2 = sigmas[0] ** 2
     recon = (-0.5 * (x0 - mu1) ** 2 / s2 - 0.5 * torch.log(2 * math.pi * s2)).reshape(B, -1).sum(1)
     denoise = torch.zeros(B, dtype=x0.dtype, device=x0.device)
     for t in range(2, T + 1):
-        xt = q_sample(x0, steps(t), betas, generator=generator)
-        mq, vq = q_posterior(x0, xt, steps(t), betas)
-        mt = mu_from_eps(xt, steps(t), _call(eps_model, xt, steps(t), None), betas)
-        denoise = denoise + gaussian_kl(mq, vq.expand_as(mq), mt, const(sigmas[t - 1] ** 2))
+        xt = _q_sample(x0, steps(t), sch, noise())
+        # q(x_{t-1} | x_t, x_0) = N(mq, vq I)
+        mq = (torch.sqrt(abp[t - 1]) * bt[t - 1] * x0 + torch.sqrt(at[t - 1]) * omabp[t - 1] * xt) / omab[t - 1]
+        vq = omabp[t - 1] / omab[t - 1] * bt[t - 1]
+        denoise = denoise + kl(mq, vq * one, mu_theta(xt, t), sigmas[t - 1] ** 2 * one)
     return recon, prior, denoise

@@ -17,12 +17,13 @@ factor ``H * W``).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impl._checks import check_float, check_int, check_same, check_tensor
+from impl._checks import check_float, check_generator, check_int, check_same, check_same_shape, check_tensor
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -123,6 +124,10 @@ class ActNorm(nn.Module):
     """ActNorm: y = s * x + b per channel, with data-dependent initialisation: on the first
     forward call s and b are set so that the first minibatch comes out with zero mean and unit
     variance per channel. log|det| = (H * W) * sum_i log|s_i|.
+
+    ``initialized`` is a Python bool, so a forward after the first reads no tensor (no host
+    synchronisation); it is saved in the state_dict as the module's extra state (a 0-d bool tensor)
+    and restored by ``load_state_dict``.
     """
 
     def __init__(self, channels: int, eps: float = 1e-6):
@@ -131,7 +136,7 @@ class ActNorm(nn.Module):
         self.eps = check_float(eps, "eps", min=0.0, min_open=True)
         self.log_scale = nn.Parameter(torch.zeros(channels))   # s = exp(log_scale) > 0
         self.bias = nn.Parameter(torch.zeros(channels))
-        self.register_buffer("initialized", torch.tensor(False))
+        self.initialized = False
 
     @property
     def scale(self) -> torch.Tensor:
@@ -145,12 +150,18 @@ class ActNorm(nn.Module):
         std = x.std(dim=dims, unbiased=False)
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.bias.copy_(-mean / (std + self.eps))
-        self.initialized.fill_(True)
+        self.initialized = True
+
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor(self.initialized)
+
+    def set_extra_state(self, state) -> None:
+        self.initialized = bool(state)
 
     def forward(self, x: torch.Tensor):
         """x: (B, C) or (B, C, H, W) -> (y, logdet (B,))."""
         _check_features(x, "x", self.log_scale.numel())
-        if not bool(self.initialized):
+        if not self.initialized:
             self.initialize(x)
         y = _per_channel(self.scale, x) * x + _per_channel(self.bias, x)
         logdet = (_spatial(x) * self.log_scale.sum()).expand(x.shape[0])
@@ -167,14 +178,18 @@ class ActNorm(nn.Module):
 def random_rotation(channels: int, *, generator: torch.Generator | None = None,
                     dtype=torch.float32, device=None) -> torch.Tensor:
     """A random orthogonal C x C matrix with det = +1 (QR of a Gaussian, column signs fixed so
-    the distribution is Haar, then one column flipped if the determinant is -1)."""
-    check_int(channels, "channels", min=1)
-    a = torch.randn(channels, channels, generator=generator, dtype=torch.float64)
+    the distribution is Haar, then the first column flipped if the determinant is -1). Drawn in
+    float64 on ``device`` (a ``generator`` must live there), then cast to ``dtype``."""
+    channels = check_int(channels, "channels", min=1)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    check_generator(generator, "generator", device)
+    a = torch.randn(channels, channels, generator=generator, dtype=torch.float64, device=device)
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
-    if torch.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q.to(dtype=dtype, device=device)
+    # det(q) = +-1; multiplying the first column by it gives det +1 without reading it on the host.
+    flip = torch.ones(channels, dtype=q.dtype, device=device)
+    flip[0] = torch.linalg.det(q).sign()
+    return (q * flip).to(dtype=dtype)
 
 
 def conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -202,11 +217,14 @@ class Invertible1x1Conv(nn.Module):
         self.weight = nn.Parameter(random_rotation(channels, generator=generator))
 
     def forward(self, x: torch.Tensor):
+        """x: (B, C) or (B, C, H, W) -> (y, logdet (B,))."""
+        _check_features(x, "x", self.weight.shape[0])
         y = conv1x1(x, self.weight)
         logdet = (_spatial(x) * torch.linalg.slogdet(self.weight).logabsdet).expand(x.shape[0])
         return y, logdet
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        _check_features(y, "y", self.weight.shape[0])
         return conv1x1(y, torch.linalg.inv(self.weight))
 
 
@@ -244,11 +262,14 @@ class Invertible1x1ConvLU(nn.Module):
         return p @ lower @ (upper + torch.diag(s))
 
     def forward(self, x: torch.Tensor):
+        """x: (B, C) or (B, C, H, W) -> (y, logdet (B,))."""
+        _check_features(x, "x", self.lower.shape[0])
         y = conv1x1(x, self.weight())
         logdet = (_spatial(x) * self.log_abs_s.sum()).expand(x.shape[0])
         return y, logdet
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        _check_features(y, "y", self.lower.shape[0])
         return conv1x1(y, torch.linalg.inv(self.weight()))
 
 
@@ -269,12 +290,23 @@ def _beta_net(in_channels: int, out_channels: int, hidden: int, image: bool) -> 
 
 
 def affine_h(xa: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The elementwise coupling function h(x^A, beta) = x^A * exp(s) + t with beta = (s, t)."""
+    """The elementwise coupling function h(x^A, beta) = x^A * exp(s) + t with beta = (s, t).
+    xa, s, t: the same shape (elementwise: no broadcasting)."""
+    check_tensor(xa, "xa")
+    check_tensor(s, "s")
+    check_tensor(t, "t")
+    check_same(xa, "xa", s=s, t=t)
+    check_same_shape(xa, "xa", s=s, t=t)
     return xa * s.exp() + t
 
 
 def affine_h_inverse(ya: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """h^{-1}(y^A, beta) = (y^A - t) * exp(-s)."""
+    """h^{-1}(y^A, beta) = (y^A - t) * exp(-s). ya, s, t: the same shape."""
+    check_tensor(ya, "ya")
+    check_tensor(s, "s")
+    check_tensor(t, "t")
+    check_same(ya, "ya", s=s, t=t)
+    check_same_shape(ya, "ya", s=s, t=t)
     return (ya - t) * (-s).exp()
 
 
@@ -490,10 +522,12 @@ class Flow(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, cond: torch.Tensor | None = None, *, generator: torch.Generator | None = None):
-        """Sample z ~ N(0, I) and return x = f(z), (n, C)."""
-        check_int(n, "n", min=1)
+        """Sample z ~ N(0, I) on the model's device (``generator`` must live there) and return
+        x = f(z), (n, C)."""
+        n = check_int(n, "n", min=1)
         p = next(self.parameters())
-        z = torch.randn(n, self.channels, generator=generator, dtype=p.dtype).to(p.device)
+        check_generator(generator, "generator", p.device)
+        z = torch.randn(n, self.channels, generator=generator, dtype=p.dtype, device=p.device)
         return self.inverse(z, cond)
 
 
@@ -565,15 +599,17 @@ class Glow(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, height: int, width: int, *, generator: torch.Generator | None = None):
-        """Sample latents for every level from N(0, I) and return x = f(z), (n, C, height, width)."""
-        check_int(n, "n", min=1)
+        """Sample latents for every level from N(0, I) on the model's device (``generator`` must
+        live there) and return x = f(z), (n, C, height, width)."""
+        n = check_int(n, "n", min=1)
         for name, v in (("height", height), ("width", width)):
-            check_int(v, name, min=1)
+            v = check_int(v, name, min=1)
             if v % 2 ** self.levels:
                 raise ValueError(f"{name}: must be divisible by {2 ** self.levels}, got {v}")
         p = next(self.parameters())
-        zs = [torch.randn(n, *s, generator=generator, dtype=p.dtype).to(p.device)
-              for s in self.latent_shapes(height, width)]
+        check_generator(generator, "generator", p.device)
+        zs = [torch.randn(n, *s, generator=generator, dtype=p.dtype, device=p.device)
+              for s in self.latent_shapes(int(height), int(width))]
         return self.inverse(zs)
 
 
@@ -618,21 +654,33 @@ class CFlow(nn.Module):
         return self.decode_b(z_b1, z_a2)
 
 
+class TrainResult(NamedTuple):
+    """What a trainer returns: the trained ``model`` and ``losses``, the loss per step (steps,)."""
+    model: nn.Module
+    losses: torch.Tensor
+
+
 def train_flow(model: nn.Module, data: torch.Tensor, *, steps: int = 500, batch: int = 256,
-               lr: float = 1e-3, generator: torch.Generator | None = None) -> list[float]:
+               lr: float = 1e-3, generator: torch.Generator | None = None) -> TrainResult:
     """Maximum likelihood training (Adam on the mean negative log-likelihood). data: (N, ...).
-    Returns the loss per step."""
+
+    Minibatch indices are drawn on data's device (``generator`` must live there). The losses stay
+    on the device as detached tensors, stacked once at the end: no host synchronisation per step.
+    Returns TrainResult(model, losses (steps,))."""
     check_tensor(data, "data")
-    check_int(steps, "steps", min=1)
-    check_int(batch, "batch", min=1)
+    if data.ndim < 1 or data.shape[0] < 1:
+        raise ValueError(f"data: expected a batch of at least one sample, got shape {tuple(data.shape)}")
+    steps = check_int(steps, "steps", min=1)
+    batch = check_int(batch, "batch", min=1)
     check_float(lr, "lr", min=0.0, min_open=True)
+    check_generator(generator, "generator", data.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
-        idx = torch.randint(0, data.shape[0], (min(batch, data.shape[0]),), generator=generator)
-        loss = -model.log_prob(data[idx.to(data.device)]).mean()
+        idx = torch.randint(0, data.shape[0], (min(batch, data.shape[0]),), generator=generator, device=data.device)
+        loss = -model.log_prob(data[idx]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+        losses.append(loss.detach())
+    return TrainResult(model, torch.stack(losses))

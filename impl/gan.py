@@ -9,11 +9,15 @@ kept beside them as references).
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impl._checks import check_choice, check_float, check_int, check_same, check_tensor
+from impl._checks import (check_choice, check_float, check_int, check_probability, check_same, check_same_shape,
+                          check_symmetric_psd, check_tensor)
 
 
 # ---------------------------------------------------------------------------------- value function
@@ -67,27 +71,24 @@ def optimal_discriminator(p_d: torch.Tensor, p_m: torch.Tensor) -> torch.Tensor:
     return torch.where(s > 0, p_d / torch.where(s > 0, s, torch.ones_like(s)), torch.full_like(s, 0.5))
 
 
-def _check_prob(p, name):
-    check_tensor(p, name)
-    if p.ndim < 1:
-        raise ValueError(f"{name}: expected a probability vector along the last axis")
-    if (p < 0).any():
-        raise ValueError(f"{name}: probabilities must be non-negative")
-
-
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) = sum p log(p / q) over the last axis (0 log 0 = 0). p, q: (..., K) -> (...)."""
-    _check_prob(p, "p")
-    _check_prob(q, "q")
+    """KL(p || q) = sum p log(p / q) over the last axis (0 log 0 = 0). p, q: (..., K) probability
+    vectors of the same shape -> (...)."""
+    check_probability(p, "p")
+    check_probability(q, "q")
     check_same(p, "p", q=q)
+    check_same_shape(p, "p", q=q)
     ratio = torch.where(p > 0, p / q, torch.ones_like(p))
     return torch.where(p > 0, p * torch.log(ratio), torch.zeros_like(p)).sum(-1)
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """JS(p || q) = 1/2 KL(p || m) + 1/2 KL(q || m), m = (p + q) / 2 (nats). (..., K) -> (...)."""
-    _check_prob(p, "p")
-    _check_prob(q, "q")
+    """JS(p || q) = 1/2 KL(p || m) + 1/2 KL(q || m), m = (p + q) / 2 (nats). p, q: (..., K)
+    probability vectors of the same shape -> (...)."""
+    check_probability(p, "p")
+    check_probability(q, "q")
+    check_same(p, "p", q=q)
+    check_same_shape(p, "p", q=q)
     m = 0.5 * (p + q)
     return 0.5 * kl_divergence(p, m) + 0.5 * kl_divergence(q, m)
 
@@ -112,13 +113,26 @@ def generator_loss(d_fake_logits: torch.Tensor, kind: str = "non-saturating") ->
     return -F.logsigmoid(d_fake_logits).mean()
 
 
+class GANTrainResult(NamedTuple):
+    """What ``train_gan`` returns. ``model`` is the generator and ``losses`` its loss per generator
+    step (the field names every trainer shares); ``d_losses`` has one entry per discriminator step."""
+    model: nn.Module
+    losses: torch.Tensor
+    discriminator: nn.Module
+    d_losses: torch.Tensor
+    d_steps: int
+    g_steps: int
+
+
 def train_gan(generator: nn.Module, discriminator: nn.Module, sample_data, sample_noise, *,
               steps: int, k: int = 1, lr: float = 2e-4, loss: str = "non-saturating",
-              betas=(0.5, 0.999)) -> dict:
+              betas=(0.5, 0.999)) -> GANTrainResult:
     """Alternating GAN training: for each generator step, ``k`` discriminator steps (Adam).
 
     sample_data() -> (N, D) real batch; sample_noise() -> (M, Q) noise batch.
-    Returns {"d_loss": [...], "g_loss": [...], "d_steps": int, "g_steps": int}."""
+    Returns GANTrainResult(model=generator, losses (steps,), discriminator, d_losses (steps * k,),
+    d_steps, g_steps). The losses stay on the device as detached tensors and are stacked once at
+    the end: no host synchronisation per step."""
     check_int(steps, "steps", min=1)
     check_int(k, "k", min=1)
     check_float(lr, "lr", min=0.0, min_open=True)
@@ -129,7 +143,7 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, sample_data, sampl
         raise TypeError("sample_noise: expected a callable")
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
-    hist = {"d_loss": [], "g_loss": [], "d_steps": 0, "g_steps": 0}
+    d_hist, g_hist = [], []
     for _ in range(steps):
         for _ in range(k):
             real, fake = sample_data(), generator(sample_noise()).detach()
@@ -137,15 +151,14 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, sample_data, sampl
             opt_d.zero_grad()
             d_loss.backward()
             opt_d.step()
-            hist["d_loss"].append(float(d_loss.detach()))
-            hist["d_steps"] += 1
+            d_hist.append(d_loss.detach())
         g_loss = generator_loss(discriminator(generator(sample_noise())).reshape(-1), loss)
         opt_g.zero_grad()
         g_loss.backward()
         opt_g.step()
-        hist["g_loss"].append(float(g_loss.detach()))
-        hist["g_steps"] += 1
-    return hist
+        g_hist.append(g_loss.detach())
+    return GANTrainResult(generator, torch.stack(g_hist), discriminator, torch.stack(d_hist),
+                          len(d_hist), len(g_hist))
 
 
 # ------------------------------------------------------------------------------------------ DCGAN
@@ -297,26 +310,47 @@ def feature_statistics(features: torch.Tensor):
     return mu, xc.T @ xc / (features.shape[0] - 1)
 
 
-def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
-    w, v = torch.linalg.eigh(a)
-    return (v * w.clamp_min(0).sqrt().unsqueeze(-2)) @ v.transpose(-1, -2)
+def _check_psd_by_cholesky(cov: torch.Tensor, name: str) -> None:
+    """Symmetric and PSD within sqrt(eps) of its largest entry (check_symmetric_psd's tolerance),
+    tested by a Cholesky factorisation of cov + sqrt(eps) max|cov| I: it exists iff the smallest
+    eigenvalue exceeds -sqrt(eps) max|cov|, at a fraction of an eigendecomposition's cost."""
+    if not bool(torch.isfinite(cov).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    rtol = math.sqrt(torch.finfo(cov.dtype).eps)
+    scale = cov.abs().max().clamp_min(torch.finfo(cov.dtype).tiny)
+    asym = (cov - cov.T).abs().max() / scale
+    if not bool(asym <= rtol):
+        raise ValueError(f"{name}: must be symmetric, max relative asymmetry {asym.item():.3g}")
+    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+    _, info = torch.linalg.cholesky_ex(cov + rtol * scale * eye)
+    if bool(info != 0):
+        raise ValueError(f"{name}: must be positive semi-definite (an eigenvalue below -{rtol:.2g} x its largest entry)")
 
 
 def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
-    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^{1/2}) for PSD S1, S2.
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^{1/2}) for symmetric PSD S1, S2. mu: (D,), S: (D, D).
 
     tr (S1 S2)^{1/2} = tr (S1^{1/2} S2 S1^{1/2})^{1/2}: the eigenvalues of S1 S2 equal those of the
-    symmetric PSD S1^{1/2} S2 S1^{1/2}, so two symmetric eigendecompositions suffice."""
+    symmetric PSD S1^{1/2} S2 S1^{1/2}, so two symmetric eigendecompositions suffice. S1's PSD check
+    reuses its eigenvalues; S2's costs one Cholesky factorisation.
+    The distance is the squared 2-Wasserstein distance of two Gaussians, >= 0; round-off in the
+    eigenvalues can leave it a few ulps of tr(S1 + S2) below zero (identical rank-deficient
+    statistics), so it is clamped at 0."""
     check_tensor(mu1, "mu1", ndim=1)
     d = mu1.shape[0]
     check_tensor(mu2, "mu2", shape=(d,))
     check_tensor(sigma1, "sigma1", shape=(d, d))
     check_tensor(sigma2, "sigma2", shape=(d, d))
     check_same(mu1, "mu1", mu2=mu2, sigma1=sigma1, sigma2=sigma2)
-    s1 = _sqrtm_psd(0.5 * (sigma1 + sigma1.T))
-    m = s1 @ (0.5 * (sigma2 + sigma2.T)) @ s1
+    s1 = 0.5 * (sigma1 + sigma1.T)
+    w, v = torch.linalg.eigh(s1)
+    check_symmetric_psd(sigma1, "sigma1", eigenvalues=w)
+    _check_psd_by_cholesky(sigma2, "sigma2")
+    root1 = (v * w.clamp_min(0).sqrt().unsqueeze(-2)) @ v.T
+    m = root1 @ (0.5 * (sigma2 + sigma2.T)) @ root1
     tr_sqrt = torch.linalg.eigvalsh(0.5 * (m + m.T)).clamp_min(0).sqrt().sum()
-    return (mu1 - mu2).pow(2).sum() + torch.trace(sigma1) + torch.trace(sigma2) - 2 * tr_sqrt
+    dist = (mu1 - mu2).pow(2).sum() + torch.trace(sigma1) + torch.trace(sigma2) - 2 * tr_sqrt
+    return dist.clamp_min(0)
 
 
 def fid(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from impl._checks import check_float, check_int, check_same, check_tensor
+from impl._checks import check_float, check_index, check_int, check_same, check_tensor
 
 
 def _check_lists(**lists):
@@ -77,6 +77,14 @@ def nesterov_step(params, velocity, grad_fn, lr: float, alpha: float) -> None:
             p.add_(v)
 
 
+def _denominator(root: torch.Tensor, delta: float) -> torch.Tensor:
+    """delta + sqrt(r). With delta = 0 an entry of r is 0 only where every gradient so far was 0,
+    so the step there is 0 / 0: take it as 0 (divide by 1) instead of NaN."""
+    if delta > 0:
+        return root.add_(delta)
+    return torch.where(root > 0, root, torch.ones_like(root))
+
+
 @torch.no_grad()
 def adagrad_step(params, grads, r, lr: float, delta: float = 1e-10) -> None:
     """AdaGrad: r := r + g * g, theta := theta - eps / (delta + sqrt(r)) * g."""
@@ -85,7 +93,7 @@ def adagrad_step(params, grads, r, lr: float, delta: float = 1e-10) -> None:
     delta = check_float(delta, "delta", min=0)
     for p, g, s in zip(params, grads, r):
         s.addcmul_(g, g)
-        p.addcdiv_(g, s.sqrt().add_(delta), value=-lr)
+        p.addcdiv_(g, _denominator(s.sqrt(), delta), value=-lr)
 
 
 @torch.no_grad()
@@ -100,7 +108,7 @@ def rmsprop_step(params, grads, r, lr: float, rho: float = 0.99, delta: float = 
     delta = check_float(delta, "delta", min=0)
     for p, g, s in zip(params, grads, r):
         s.mul_(rho).addcmul_(g, g, value=1 - rho)
-        p.addcdiv_(g, s.sqrt().add_(delta), value=-lr)
+        p.addcdiv_(g, _denominator(s.sqrt(), delta), value=-lr)
 
 
 @torch.no_grad()
@@ -118,13 +126,15 @@ def adam_step(params, grads, m, v, t: int, lr: float = 1e-3, beta1: float = 0.9,
     for p, g, m_, v_ in zip(params, grads, m, v):
         m_.mul_(beta1).add_(g, alpha=1 - beta1)
         v_.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        p.addcdiv_(m_ / c1, (v_ / c2).sqrt_().add_(eps), value=-lr)
+        p.addcdiv_(m_ / c1, _denominator((v_ / c2).sqrt_(), eps), value=-lr)
 
 
 def adam_moments(grads: torch.Tensor, beta1: float = 0.9, beta2: float = 0.999):
     """Bias-corrected moments of a gradient sequence. grads: (T, ...) -> (m_hat, v_hat): (T, ...) each,
     with m_t = (1 - b1) sum_{s<=t} b1^{t-s} g_s (from m_0 = 0) and m_hat_t = m_t / (1 - b1^t)."""
     check_tensor(grads, "grads", ndim=range(1, 16))
+    if grads.shape[0] == 0:
+        raise ValueError("grads: needs at least one step (T >= 1)")
     beta1 = check_float(beta1, "beta1", min=0, max=1, max_open=True)
     beta2 = check_float(beta2, "beta2", min=0, max=1, max_open=True)
     m, v = torch.zeros_like(grads[0]), torch.zeros_like(grads[0])
@@ -149,5 +159,9 @@ def minibatch_gradient(per_sample_loss, theta: torch.Tensor, idx: torch.Tensor) 
     if not callable(per_sample_loss):
         raise TypeError("per_sample_loss: expected a callable")
     th = theta.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(per_sample_loss(th)[idx].mean(), th)
+    losses = per_sample_loss(th)
+    if not isinstance(losses, torch.Tensor) or losses.ndim != 1:
+        raise ValueError("per_sample_loss: must return a (n,) tensor of per-sample losses")
+    check_index(idx, "idx", losses.shape[0])
+    (g,) = torch.autograd.grad(losses[idx].mean(), th)
     return g

@@ -8,12 +8,15 @@ an occupancy is the probability of being inside.
 
 from __future__ import annotations
 
+import functools
 import itertools
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
-from impl._checks import check_float, check_int, check_same, check_tensor
+from impl._checks import check_float, check_index, check_int, check_same, check_tensor
 
 # --------------------------------------------------------------------------- analytic shapes
 
@@ -208,6 +211,13 @@ def _tet_triangles(case: int) -> list[list[tuple[int, int]]]:
     return [[(a, c), (a, d), (b, d)], [(a, c), (b, d), (b, c)]]
 
 
+class Mesh(NamedTuple):
+    """An indexed triangle mesh: verts (V, 3), faces (F, 3) long indices into verts."""
+
+    verts: torch.Tensor
+    faces: torch.Tensor
+
+
 def marching_tetrahedra(values: torch.Tensor, level: float = 0.0, spacing: float = 1.0):
     """Triangle mesh of the level set {values = level} of a grid, by marching tetrahedra
     (marching cubes with each cube cut into 6 tetrahedra, so the case table is 16 entries).
@@ -215,7 +225,8 @@ def marching_tetrahedra(values: torch.Tensor, level: float = 0.0, spacing: float
     values: (X, Y, Z) samples on a regular grid with ``spacing``; vertex coordinates are in the
     same index frame as scikit-image's ``marching_cubes`` (index * spacing). Vertices are linear
     interpolations along grid edges, as in marching cubes. Returns (verts (3F, 3), faces (F, 3)),
-    faces oriented with normals pointing from below ``level`` to above it.
+    faces oriented with normals pointing from below ``level`` to above it; ``Mesh(verts, faces)``, the
+    vertices not shared between faces. The reference for ``marching_cubes``.
     """
     check_tensor(values, "values", ndim=3)
     if min(values.shape) < 2:
@@ -250,10 +261,243 @@ def marching_tetrahedra(values: torch.Tensor, level: float = 0.0, spacing: float
             p = torch.where(flip[:, None, None], p[:, [0, 2, 1]], p)
             tris.append(p)
     if not tris:
-        return values.new_zeros(0, 3), torch.zeros(0, 3, dtype=torch.long, device=dev)
+        return Mesh(values.new_zeros(0, 3), torch.zeros(0, 3, dtype=torch.long, device=dev))
     verts = torch.cat(tris).reshape(-1, 3)
     faces = torch.arange(verts.shape[0], device=dev).reshape(-1, 3)
-    return verts, faces
+    return Mesh(verts, faces)
+
+
+# --------------------------------------------------------------------------- marching cubes
+#
+# The case table is built here, at import time, from the geometry of the cube (no table is copied):
+# for a sign pattern of the 8 corners, every face of the cube crossed by the surface gets one or two
+# oriented segments between the crossed edges of that face; the segments chain into closed loops on
+# the cube's surface, and each loop is triangulated as a fan. A face with two diagonal corners inside
+# is ambiguous; it is resolved by the asymptotic decider of the face's bilinear interpolant, which
+# reads only that face's four values, so the two cubes sharing a face choose alike and the mesh is
+# watertight. Corner c has grid offset ((c >> 2) & 1, (c >> 1) & 1, c & 1) along axes (0, 1, 2).
+
+
+def _mc_cube_geometry():
+    corners = [((c >> 2) & 1, (c >> 1) & 1, c & 1) for c in range(8)]
+    cid = {xyz: c for c, xyz in enumerate(corners)}
+    # 12 edges: (axis, lower corner, upper corner), ordered by axis then lower corner.
+    edges = [(a, c, c | (4 >> a)) for a in range(3) for c in range(8) if not c & (4 >> a)]
+    eid = {frozenset((lo, hi)): e for e, (_, lo, hi) in enumerate(edges)}
+    faces = []  # 6 faces, each its 4 corners counter-clockwise seen from outside the cube
+    for a in range(3):
+        b, c = (a + 1) % 3, (a + 2) % 3  # (e_b, e_c, e_a) is right-handed
+        for side in (0, 1):
+            square = [(0, 0), (1, 0), (1, 1), (0, 1)] if side else [(0, 0), (0, 1), (1, 1), (1, 0)]
+            quad = []
+            for u, w in square:
+                xyz = [0, 0, 0]
+                xyz[a], xyz[b], xyz[c] = side, u, w
+                quad.append(cid[tuple(xyz)])
+            faces.append(quad)
+    return corners, edges, eid, faces
+
+
+_MC_CORNERS, _MC_EDGES, _MC_EDGE_ID, _MC_FACES = _mc_cube_geometry()
+_MC_FACE_EDGES = [{_MC_EDGE_ID[frozenset((f[k], f[(k + 1) % 4]))] for k in range(4)} for f in _MC_FACES]
+_MC_SHARE_FACE = [[any(a in fe and b in fe for fe in _MC_FACE_EDGES) for b in range(12)] for a in range(12)]
+
+
+def _mc_face_segments(case: int, face: list[int], connect02: bool) -> list[tuple[int, int]]:
+    """Oriented segments (entry edge, exit edge) of the surface on one face: walking a segment with the
+    outside of the cube towards the viewer, the inside corners lie on its right, so the loops it forms
+    run counter-clockwise around the outward normal (from below ``level`` to above it)."""
+    inside = [bool(case >> q & 1) for q in face]
+    sides = [_MC_EDGE_ID[frozenset((face[k], face[(k + 1) % 4]))] for k in range(4)]  # side k: q_k -> q_k+1
+    entry = {k: sides[(k - 1) % 4] for k in range(4) if inside[k] and not inside[(k - 1) % 4]}
+    exit_ = {k: sides[k] for k in range(4) if inside[k] and not inside[(k + 1) % 4]}
+    if sum(inside) == 2 and inside[0] == inside[2]:  # ambiguous: the inside corners are diagonal
+        k0, k2 = (0, 2) if inside[0] else (1, 3)
+        # the decider's bit says whether corners 0 and 2 are joined through the face's centre; joining
+        # the inside pair is the same as separating the outside pair
+        join_inside = connect02 if inside[0] else not connect02
+        if join_inside:
+            return [(entry[k0], exit_[k2]), (entry[k2], exit_[k0])]
+        return [(entry[k0], exit_[k0]), (entry[k2], exit_[k2])]
+    # otherwise one run of consecutive inside corners (or none): entered once and left once
+    return [(e, x) for e, x in zip(entry.values(), exit_.values())]
+
+
+@functools.lru_cache(maxsize=None)
+def _mc_triangulate(loop: tuple[int, ...]) -> list[tuple[int, int, int]] | None:
+    """Triangles of a polygon ``loop`` (cube edge ids, in order) none of whose diagonals joins two
+    vertices on one face of the cube. Such a chord would lie in that face, where the neighbouring cube
+    may draw the same chord: the edge would then belong to four triangles. None if there is no such
+    triangulation."""
+    if len(loop) == 3:
+        return [tuple(loop)]
+    n = len(loop)
+    for k in range(n - 1, 1, -1):  # the triangle (loop[0], loop[1], loop[k]); k = n - 1 clips an ear
+        if (k > 2 and _MC_SHARE_FACE[loop[1]][loop[k]]) or (k < n - 1 and _MC_SHARE_FACE[loop[k]][loop[0]]):
+            continue
+        left = _mc_triangulate(loop[1:k + 1]) if k > 2 else []
+        right = _mc_triangulate(loop[k:] + loop[:1]) if k < n - 1 else []
+        if left is not None and right is not None:
+            return [(loop[0], loop[1], loop[k])] + left + right
+    return None
+
+
+def _mc_case_triangles(case: int, bits: int):
+    """Triangles (as local edge ids; 12 + c for the c-th extra centroid vertex) of the corner pattern
+    ``case`` (bit c set: corner c below level) with decider bits ``bits`` (bit f: on face f, corners 0
+    and 2 are joined), and the edges whose crossings each centroid averages."""
+    succ = {}
+    for f, face in enumerate(_MC_FACES):
+        for a, b in _mc_face_segments(case, face, bool(bits >> f & 1)):
+            succ[a] = b  # each crossed edge starts one segment (on one face) and ends one (on the other)
+    tris, centres = [], []
+    while succ:
+        start = min(succ)
+        loop, e = [start], succ.pop(start)
+        while e != start:
+            loop.append(e)
+            e = succ.pop(e)
+        # triangulate the loop or its reverse, whichever reads smaller from the same start, so that the
+        # complementary pattern (the same loop reversed) gets the same triangles, reversed
+        back = loop[:1] + loop[:0:-1]
+        canon = min(loop, back)
+        t = _mc_triangulate(tuple(canon))
+        if t is None:  # no such triangulation (long loops through ambiguous faces): fan around the
+            # loop's centroid, an extra vertex inside the cube numbered 12, 13, ...
+            centre = 12 + len(centres)
+            centres.append(sorted(loop))
+            t = [(centre, canon[i], canon[(i + 1) % len(canon)]) for i in range(len(canon))]
+        tris += t if canon == loop else [(a, c, b) for a, b, c in t]
+    return tris, centres
+
+
+def _mc_build_table():
+    """The case table, indexed by key = case * 64 + bits: triangle counts (K,), triangles (K, 12, 3)
+    of local vertex ids (-1 padded), and the centroid vertices' edge sets (K, 2, 12) bool."""
+    counts = np.zeros(256 * 64, dtype=np.int64)
+    table = np.full((256 * 64, 12, 3), -1, dtype=np.int64)
+    centres = np.zeros((256 * 64, 2, 12), dtype=bool)
+    for case in range(256):
+        ambiguous = 0
+        for f, face in enumerate(_MC_FACES):
+            s = [case >> q & 1 for q in face]
+            ambiguous |= (s[0] == s[2] and s[1] == s[3] and s[0] != s[1]) << f
+        for used in range(64):
+            if used & ~ambiguous:
+                continue  # the decider matters only on ambiguous faces: built once, copied below
+            tri, cen = _mc_case_triangles(case, used)
+            keys = case * 64 + np.array([b for b in range(64) if b & ambiguous == used])
+            counts[keys] = len(tri)
+            if tri:
+                table[keys, : len(tri)] = tri
+            for c, edges in enumerate(cen):
+                centres[keys[:, None], c, edges] = True
+    return torch.from_numpy(counts), torch.from_numpy(table), torch.from_numpy(centres)
+
+
+MC_TRIANGLE_COUNT, MC_TRIANGLES, MC_CENTRES = _mc_build_table()
+_MC_EDGE_AXIS = torch.tensor([a for a, _, _ in _MC_EDGES])
+_MC_EDGE_LO = torch.tensor([lo for _, lo, _ in _MC_EDGES])
+_MC_EDGE_HI = torch.tensor([hi for _, _, hi in _MC_EDGES])
+_MC_CORNER_OFFSET = torch.tensor(_MC_CORNERS)  # (8, 3)
+_MC_FACE_CORNERS = torch.tensor(_MC_FACES)  # (6, 4)
+# an edge is made by a cube only if it is the cube's corner-0 edge along its axis, or the cube is the
+# last along each axis in which the edge is offset (so each grid edge has exactly one maker)
+_MC_EDGE_NEEDS_LAST = _MC_CORNER_OFFSET[_MC_EDGE_LO].bool()  # (12, 3)
+_MC_EDGE_CROSSED = torch.tensor([[(c >> lo & 1) != (c >> hi & 1) for _, lo, hi in _MC_EDGES] for c in range(256)])
+
+
+def _spacing(spacing, dtype, device):
+    if isinstance(spacing, (tuple, list)):
+        if len(spacing) != 3:
+            raise ValueError(f"spacing: expected a number or 3 numbers, got {len(spacing)}")
+        vals = [check_float(s, "spacing", min=0.0, min_open=True) for s in spacing]
+    else:
+        vals = [check_float(spacing, "spacing", min=0.0, min_open=True)] * 3
+    return torch.tensor(vals, dtype=dtype, device=device)
+
+
+def marching_cubes(values: torch.Tensor, level: float = 0.0, spacing=1.0) -> Mesh:
+    """Triangle mesh of the level set {values = level} by marching cubes, vectorised over all cubes.
+
+    values: (X, Y, Z) samples on a regular grid. ``spacing`` (a number, or one per axis) scales the
+    index coordinates, as in scikit-image's ``marching_cubes``: a vertex is (i, j, k) * spacing in the
+    array's axis order. Each vertex is the linear interpolation of ``level`` on one grid edge and is
+    shared by every cube around that edge, so the mesh is indexed and watertight where the surface
+    does not leave the grid. Faces are oriented with normals pointing from below ``level`` to above it
+    (outwards for a signed distance). Returns ``Mesh(verts (V, 3), faces (F, 3) long)``.
+    """
+    check_tensor(values, "values", ndim=3)
+    if min(values.shape) < 2:
+        raise ValueError(f"values: need at least 2 samples per axis, got {tuple(values.shape)}")
+    level = check_float(level, "level")
+    step = _spacing(spacing, values.dtype, values.device)
+    lo, hi = torch.aminmax(values)  # NaN propagates into both
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+        raise ValueError("values: contains NaN or infinite values")
+    dev = values.device
+    X, Y, Z = values.shape
+    n = X * Y * Z
+    # The grid is flattened: point (i, j, k) is lin = i Y Z + j Z + k, and a shift along an axis is a
+    # contiguous slice. A cube is named by the lin of its corner 0; bases that wrap past the end of a
+    # row (j = Y - 1 or k = Z - 1) are dropped after the (few) active ones are found.
+    flat = values.contiguous().reshape(-1)
+    b = (flat < level).view(torch.uint8)
+    # corner c = 4 i + 2 j + k contributes bit c: pair along k, then along j, then along i (3 passes)
+    case = torch.add(b[:-1], b[1:], alpha=2)
+    case = torch.add(case[:-Z], case[Z:], alpha=4)
+    case = torch.add(case[:-Y * Z], case[Y * Z:], alpha=16)  # (n - YZ - Z - 1,): every base with i < X - 1
+    base = ((case - 1) < 254).nonzero().squeeze(1)  # neither all outside (0) nor all inside (255)
+    j, k = (base // Z) % Y, base % Z
+    keep = (j < Y - 1) & (k < Z - 1)
+    base, j, k = base[keep], j[keep], k[keep]
+    i = base // (Y * Z)
+    key8 = case[base].long()
+    corner_lin = _MC_CORNER_OFFSET.to(dev) @ torch.tensor([Y * Z, Z, 1], device=dev)
+    cv = flat[base[:, None] + corner_lin] - level  # (A, 8) corner values relative to the level
+    fc = _MC_FACE_CORNERS.to(dev)
+    join02 = cv[:, fc[:, 0]] * cv[:, fc[:, 2]] > cv[:, fc[:, 1]] * cv[:, fc[:, 3]]  # (A, 6) the decider
+    key = key8 * 64 + (join02.long() << torch.arange(6, device=dev)).sum(-1)
+
+    # vertices: each crossed grid edge once, made by the one cube that owns it (its corner-0 edges, and
+    # the edges on the grid's last planes, which no cube further on could own)
+    last = torch.stack([i == X - 2, j == Y - 2, k == Z - 2], -1)  # (A, 3)
+    own = (~_MC_EDGE_NEEDS_LAST.to(dev) | last[:, None, :]).all(-1)  # (A, 12)
+    own &= _MC_EDGE_CROSSED.to(dev)[key8]
+    cube_v, edge_v = own.nonzero().unbind(-1)
+    lo_c, hi_c = _MC_EDGE_LO.to(dev)[edge_v], _MC_EDGE_HI.to(dev)[edge_v]
+    c0, c1 = cv[cube_v, lo_c], cv[cube_v, hi_c]
+    ijk = torch.stack([i, j, k], -1)
+    pos = (ijk[cube_v] + _MC_CORNER_OFFSET.to(dev)[lo_c]).to(values.dtype)
+    axis = _MC_EDGE_AXIS.to(dev)[edge_v]
+    pos[torch.arange(pos.shape[0], device=dev), axis] += -c0 / (c1 - c0)
+    verts = pos * step
+    edge_const = _MC_EDGE_AXIS.to(dev) * n + corner_lin[_MC_EDGE_LO.to(dev)]  # global edge id - base
+    # global edge id -> vertex index through a dense map (12 bytes per grid point, far faster than a
+    # sort or a binary search); only entries of crossed edges are written, and only those are read
+    index_dtype = torch.int32 if 3 * n < 2**31 else torch.int64
+    vertex_of = torch.empty(3 * n, dtype=index_dtype, device=dev)
+    vertex_of[base[cube_v] + edge_const[edge_v]] = torch.arange(cube_v.shape[0], dtype=index_dtype, device=dev)
+
+    # triangles: the table's rows for each active cube, edge ids made global, then vertex indices
+    count = MC_TRIANGLE_COUNT.to(dev)[key]
+    cube = torch.repeat_interleave(count)
+    first = torch.cumsum(count, 0) - count
+    row = key[cube] * MC_TRIANGLES.shape[1] + torch.arange(cube.shape[0], device=dev) - first[cube]
+    edges = MC_TRIANGLES.to(dev).reshape(-1, 3).index_select(0, row)  # (F, 3) local vertex ids
+    is_edge = edges < 12
+    faces = vertex_of[base[cube][:, None] + edge_const[edges.clamp(max=11)]].long()
+
+    # centroid vertices of the cubes whose table entry has them (rare: long loops through ambiguous faces)
+    members = MC_CENTRES.to(dev)[key]  # (A, 2, 12)
+    owner, slot = members.any(-1).nonzero().unbind(-1)
+    m = members[owner, slot]  # (C, 12)
+    around = torch.where(m, vertex_of[base[owner][:, None] + edge_const].long(), 0)
+    centre = (verts[around] * m[..., None]).sum(1) / m.sum(-1, keepdim=True)
+    centre_id = torch.zeros(key.shape[0], 2, dtype=torch.long, device=dev)
+    centre_id[owner, slot] = verts.shape[0] + torch.arange(owner.shape[0], device=dev)
+    extra = centre_id[cube[:, None].expand_as(edges), (edges - 12).clamp(min=0, max=1)]
+    return Mesh(torch.cat([verts, centre]), torch.where(is_edge, faces, extra))
 
 
 def mesh_area(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -262,6 +506,9 @@ def mesh_area(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     check_tensor(faces, "faces", ndim=2, floating=False)
     if faces.dtype not in (torch.int32, torch.int64) or faces.shape[-1] != 3:
         raise TypeError(f"faces: expected an integer (F, 3) tensor, got {faces.dtype} {tuple(faces.shape)}")
+    if verts.shape[-1] != 3:
+        raise ValueError(f"verts: expected shape (V, 3), got {tuple(verts.shape)}")
+    check_index(faces, "faces", verts.shape[0])
     tri = verts[faces]
     return 0.5 * torch.linalg.vector_norm(torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), dim=-1).sum()
 
@@ -307,6 +554,28 @@ def secant(fn, x0: torch.Tensor, x1: torch.Tensor, n_iter: int = 8) -> torch.Ten
 # --------------------------------------------------------------------------- DVR
 
 
+class Bracket(NamedTuple):
+    """``ray_march``'s result: depths t0 < t1 around the first crossing, and whether the ray crossed. (R,) each."""
+
+    t0: torch.Tensor
+    t1: torch.Tensor
+    hit: torch.Tensor
+
+
+class SurfaceHit(NamedTuple):
+    """The depth of the surface along each ray (R,) and whether the ray hit it (R,) bool."""
+
+    depth: torch.Tensor
+    hit: torch.Tensor
+
+
+class DVRRender(NamedTuple):
+    """DVR's pixel colours (R, 3) and whether each ray hit the surface (R,) bool."""
+
+    color: torch.Tensor
+    hit: torch.Tensor
+
+
 def _rays(origins, dirs):
     _points(origins, "origins")
     check_tensor(dirs, "dirs", shape=tuple(origins.shape))
@@ -317,7 +586,7 @@ def ray_march(fn, origins: torch.Tensor, dirs: torch.Tensor, t_near: float, t_fa
               n_steps: int = 64, level: float = 0.0):
     """March along p = o + t w at n_steps even depths and bracket the first crossing of fn = level.
 
-    fn: callable (..., 3) -> (...). origins, dirs: (R, 3). Returns (t0, t1, hit): (R,), (R,), (R,) bool;
+    fn: callable (..., 3) -> (...). origins, dirs: (R, 3). Returns Bracket(t0, t1, hit): (R,), (R,), (R,) bool;
     fn - level changes sign between t0 and t1 on rays that hit.
     """
     if not callable(fn):
@@ -334,7 +603,7 @@ def ray_march(fn, origins: torch.Tensor, dirs: torch.Tensor, t_near: float, t_fa
     change = torch.sign(vals[..., :-1]) != torch.sign(vals[..., 1:])
     hit = change.any(-1)
     first = torch.where(hit, change.float().argmax(-1), torch.zeros_like(hit, dtype=torch.long))
-    return t[first], t[first + 1], hit
+    return Bracket(t[first], t[first + 1], hit)
 
 
 class ImplicitSurfaceDepth(torch.autograd.Function):
@@ -371,7 +640,7 @@ def surface_depth(fn, origins: torch.Tensor, dirs: torch.Tensor, *theta: torch.T
                   t_far: float, n_steps: int = 64, n_iter: int = 12, level: float = 0.0):
     """DVR forward: march, then secant to the depth d with fn(o + d w, *theta) = level.
 
-    fn: callable (points (R, 3), *theta) -> (R,). Returns (depth (R,), hit (R,) bool); the depth is
+    fn: callable (points (R, 3), *theta) -> (R,). Returns SurfaceHit(depth (R,), hit (R,) bool); the depth is
     differentiable w.r.t. origins, dirs and theta through ``ImplicitSurfaceDepth``.
     """
     if not callable(fn):
@@ -385,30 +654,36 @@ def surface_depth(fn, origins: torch.Tensor, dirs: torch.Tensor, *theta: torch.T
         t0, t1, hit = ray_march(f, origins, dirs, t_near, t_far, n_steps, level)
         ray = lambda t: fn(origins + t[..., None] * dirs, *theta) - level  # noqa: E731
         d = secant(ray, t0, t1, n_iter)
-    return ImplicitSurfaceDepth.apply(fn, level, d, origins, dirs, *theta), hit
+    return SurfaceHit(ImplicitSurfaceDepth.apply(fn, level, d, origins, dirs, *theta), hit)
 
 
 def surface_depth_unrolled(fn, origins, dirs, *theta, t_near: float, t_far: float, n_steps: int = 64,
                            n_iter: int = 12, level: float = 0.0):
     """The same depth with autograd through every secant iteration (the reference for the backward)."""
+    if not callable(fn):
+        raise TypeError("fn: expected a callable")
+    _rays(origins, dirs)
+    for i, t in enumerate(theta):
+        check_tensor(t, f"theta[{i}]")
+    check_int(n_iter, "n_iter", min=0)
     with torch.no_grad():
         t0, t1, hit = ray_march(lambda p: fn(p, *theta), origins, dirs, t_near, t_far, n_steps, level)
     d = secant(lambda t: fn(origins + t[..., None] * dirs, *theta) - level, t0, t1, n_iter)
-    return d, hit
+    return SurfaceHit(d, hit)
 
 
 def dvr_render(fn, color_fn, origins, dirs, *theta, t_near: float, t_far: float, n_steps: int = 64,
                n_iter: int = 12, level: float = 0.0):
     """DVR pixel colours I_u = c(p_hat), p_hat = o + d_hat w on the surface fn = level.
 
-    color_fn: callable (R, 3) -> (R, 3) (its own parameters by closure). Returns (colors (R, 3), hit (R,)).
+    color_fn: callable (R, 3) -> (R, 3) (its own parameters by closure). Returns DVRRender(color (R, 3), hit (R,)).
     """
     if not callable(color_fn):
         raise TypeError("color_fn: expected a callable")
     d, hit = surface_depth(fn, origins, dirs, *theta, t_near=t_near, t_far=t_far, n_steps=n_steps,
                            n_iter=n_iter, level=level)
     p = origins + d[..., None] * dirs
-    return color_fn(p), hit
+    return DVRRender(color_fn(p), hit)
 
 
 def functional(module: nn.Module):

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from impl._checks import check_choice, check_float, check_int, check_same, check_tensor
+from impl._checks import (check_choice, check_float, check_int, check_probability, check_range, check_same,
+                          check_tensor)
 from impl.activations import ACTIVATIONS
 
 # ----------------------------------------------------------------------------------- perceptron
@@ -22,7 +23,10 @@ def perceptron(X: torch.Tensor, y: torch.Tensor, *, max_updates: int = 10_000):
     check_tensor(X, "X", ndim=2)
     check_tensor(y, "y", ndim=1, shape=(X.shape[0],))
     check_same(X, "X", y=y)
-    check_int(max_updates, "max_updates", min=0)
+    max_updates = check_int(max_updates, "max_updates", min=0)
+    check_tensor(X, "X", finite=True)
+    # Each update needs the first misclassified sample, a data-dependent index: the loop reads one
+    # flag per update on the host by nature (the algorithm is sequential in its updates).
     if not torch.all((y == 1) | (y == -1)):
         raise ValueError("y: entries must be -1 or +1")
     Xa = torch.cat([X, torch.ones_like(X[:, :1])], dim=1)
@@ -82,9 +86,19 @@ def mlp_backward(dL_dout: torch.Tensor, zs, as_, weights, activation: str = "tan
     dL_dout: (B, d_L); zs, as_ from mlp_forward. Returns (dWs, dbs, dL/dx: (B, d0)).
     """
     check_choice(activation, "activation", list(ACTIVATIONS))
+    if not isinstance(weights, (list, tuple)) or not weights:
+        raise TypeError("weights: expected a non-empty list of (out, in) tensors")
+    L = len(weights)
+    if not isinstance(zs, (list, tuple)) or len(zs) != L + 1:
+        raise ValueError(f"zs: expected the {L + 1} layer outputs z^(0..L) of mlp_forward")
+    if not isinstance(as_, (list, tuple)) or len(as_) != L:
+        raise ValueError(f"as_: expected the {L} pre-activations a^(1..L) of mlp_forward")
+    for l, W in enumerate(weights):
+        check_tensor(W, f"weights[{l}]", ndim=2)
+        check_tensor(as_[l], f"as_[{l}]", shape=(zs[0].shape[0], W.shape[0]))
+        check_tensor(zs[l], f"zs[{l}]", shape=(zs[0].shape[0], W.shape[1]))
     check_tensor(dL_dout, "dL_dout", ndim=2, shape=zs[-1].shape)
     _, fprime = ACTIVATIONS[activation]
-    L = len(weights)
     dWs, dbs = [None] * L, [None] * L
     delta = dL_dout  # delta^(L)
     for l in reversed(range(L)):
@@ -105,6 +119,7 @@ def binary_cross_entropy(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     check_same(y_hat, "y_hat", y=y)
     if torch.any((y_hat < 0) | (y_hat > 1)):
         raise ValueError("y_hat: probabilities must lie in [0, 1]")
+    check_range(y, "y", min=0.0, max=1.0)
     # xlogy gives 0 log 0 = 0, and clamping log at -100 matches the convention of torch's BCE.
     return -(torch.xlogy(y, y_hat).clamp_min(-100 * y) + torch.xlogy(1 - y, 1 - y_hat).clamp_min(-100 * (1 - y)))
 
@@ -136,8 +151,8 @@ def negative_log_likelihood(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     check_tensor(y_hat, "y_hat", ndim=range(1, 16))
     check_tensor(y, "y", shape=y_hat.shape)
     check_same(y_hat, "y_hat", y=y)
-    if torch.any(y_hat < 0):
-        raise ValueError("y_hat: probabilities must be >= 0")
+    check_probability(y_hat, "y_hat")
+    check_range(y, "y", min=0.0)
     return -torch.xlogy(y, y_hat).sum(-1)
 
 
@@ -146,6 +161,7 @@ def categorical_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Te
     check_tensor(logits, "logits", ndim=range(1, 16))
     check_tensor(y, "y", shape=logits.shape)
     check_same(logits, "logits", y=y)
+    check_range(y, "y", min=0.0)
     return -(y * torch.log_softmax(logits, -1)).sum(-1)
 
 
@@ -154,13 +170,16 @@ def softmax_cross_entropy_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.T
     check_tensor(logits, "logits", ndim=range(1, 16))
     check_tensor(y, "y", shape=logits.shape)
     check_same(logits, "logits", y=y)
+    # the proof's last step uses sum_k y_k = 1
+    check_probability(y, "y")
     return softmax(logits) - y
 
 
 def _check_distribution(p, name):
+    """p: (..., d) probability vectors (entries in [0, 1] summing to one): the identities of
+    H, KL and H(p, q) hold for distributions only."""
     check_tensor(p, name, ndim=range(1, 16))
-    if torch.any(p < 0):
-        raise ValueError(f"{name}: probabilities must be >= 0")
+    check_probability(p, name)
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -193,6 +212,8 @@ def cross_entropy(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def gaussian_mean_mle(x: torch.Tensor) -> torch.Tensor:
     """argmax_mu prod_i N(x_i | mu, sigma^2) = sample mean. x: (..., n) -> (...)."""
     check_tensor(x, "x", ndim=range(1, 16))
+    if x.shape[-1] == 0:
+        raise ValueError("x: needs at least one sample")
     return x.mean(-1)
 
 
@@ -210,12 +231,16 @@ def gaussian_mean_map(x: torch.Tensor, sigma: float, prior_mean: float, prior_st
 def bernoulli_mle(x: torch.Tensor) -> torch.Tensor:
     """argmax_p prod_i p^x_i (1 - p)^(1 - x_i) = mean of the 0/1 samples. x: (..., n) -> (...)."""
     check_tensor(x, "x", ndim=range(1, 16))
+    if not bool(((x == 0) | (x == 1)).all()):
+        raise ValueError("x: Bernoulli samples must be 0 or 1")
     return x.mean(-1)
 
 
 def gaussian_variance_mle(x: torch.Tensor) -> torch.Tensor:
     """argmax_{s2} prod_i N(x_i | mean, s2) with the mean also fitted: (1/n) sum (x_i - xbar)^2. (..., n) -> (...)."""
     check_tensor(x, "x", ndim=range(1, 16))
+    if x.shape[-1] == 0:
+        raise ValueError("x: needs at least one sample")
     return x.var(-1, correction=0)
 
 

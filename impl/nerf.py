@@ -9,11 +9,13 @@ Conventions: rays ``origins, dirs: (R, 3)``; samples along a ray ``t: (R, N)``; 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from impl._checks import check_float, check_int, check_same, check_tensor
+from impl._checks import (check_float, check_generator, check_int, check_range, check_same, check_sorted,
+                          check_tensor)
 
 
 def _last3(x, name):
@@ -102,52 +104,82 @@ class NeRFMLP(nn.Module):
 # --------------------------------------------------------------------------- volume rendering
 
 
-def _render_inputs(sigma, t):
+def _render_inputs(sigma, t, validate=True):
     check_tensor(sigma, "sigma")
     check_tensor(t, "t")
-    if sigma.ndim < 1 or t.shape[:-1] != sigma.shape[:-1] or t.shape[-1] != sigma.shape[-1] + 1:
+    if sigma.ndim < 1:
+        raise ValueError("sigma: expected shape (..., N) of densities along rays, got a scalar")
+    if t.shape[:-1] != sigma.shape[:-1] or t.shape[-1] != sigma.shape[-1] + 1:
         raise ValueError(f"t: expected shape (..., N + 1) = (..., {sigma.shape[-1] + 1}) of sample depths "
                          f"t_1..t_{{N+1}} for sigma (..., N), got {tuple(t.shape)}")
     check_same(sigma, "sigma", t=t)
-    if (sigma < 0).any():
-        raise ValueError("sigma: densities must be non-negative")
     delta = t[..., 1:] - t[..., :-1]
-    if (delta < 0).any():
+    # one host synchronisation for both preconditions; the message then says which one failed
+    if validate and sigma.numel() and bool(torch.minimum(sigma.amin(), delta.amin()) < 0):
+        if bool(sigma.amin() < 0):
+            raise ValueError("sigma: densities must be non-negative")
         raise ValueError("t: sample depths must be non-decreasing along each ray")
     return delta
 
 
-def alpha_compositing_weights(sigma: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def alpha_compositing_weights(sigma: torch.Tensor, t: torch.Tensor, validate: bool = True) -> torch.Tensor:
     """The notes' weights w_i = T_i alpha_i, with alpha_i = 1 - exp(-sigma_i delta_i),
     delta_i = t_{i+1} - t_i and T_i = prod_{j<i} (1 - alpha_j), written as the notes write them.
 
     sigma: (..., N), t: (..., N + 1) -> (..., N).
     """
-    delta = _render_inputs(sigma, t)
+    delta = _render_inputs(sigma, t, validate)
     alpha = 1 - torch.exp(-sigma * delta)
     ones = torch.ones_like(alpha[..., :1])
     T = torch.cumprod(torch.cat([ones, 1 - alpha[..., :-1]], dim=-1), dim=-1)
     return T * alpha
 
 
-def volume_rendering_weights(sigma: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def volume_rendering_weights(sigma: torch.Tensor, t: torch.Tensor, validate: bool = True) -> torch.Tensor:
     """The same weights in log space: T_i = exp(-sum_{j<i} sigma_j delta_j), alpha_i = -expm1(-sigma_i delta_i).
-    Equal to ``alpha_compositing_weights`` mathematically; no underflowing products of (1 - alpha).
+    Equal to ``alpha_compositing_weights`` mathematically; no underflowing products of (1 - alpha), and
+    alpha keeps its relative precision where sigma delta is tiny. sigma: (..., N), t: (..., N + 1) -> (..., N).
     """
-    delta = _render_inputs(sigma, t)
+    delta = _render_inputs(sigma, t, validate)
     tau = sigma * delta
-    acc = torch.cumsum(tau, dim=-1) - tau  # exclusive prefix sum
-    return torch.exp(-acc) * -torch.expm1(-tau)
+    if torch.is_grad_enabled() and (sigma.requires_grad or t.requires_grad):
+        acc = torch.cumsum(tau, dim=-1) - tau  # exclusive prefix sum
+        return torch.exp(-acc) * -torch.expm1(-tau)
+    # no graph to keep: the same arithmetic in place, two buffers instead of six
+    acc = torch.cumsum(tau, dim=-1).sub_(tau)
+    return acc.neg_().exp_().mul_(torch.expm1(tau.neg_()).neg_())
 
 
-def volume_render(sigma: torch.Tensor, colors: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """c = sum_i T_i alpha_i c_i. sigma: (R, N), colors: (R, N, C), t: (R, N + 1) -> (c (R, C), weights (R, N))."""
+class Render(NamedTuple):
+    """A volume render: colour (R, C) and the weights T_i alpha_i (R, N) that blended it."""
+
+    color: torch.Tensor
+    weights: torch.Tensor
+
+
+class FieldRender(NamedTuple):
+    """``render_field``'s result: colour (R, 3), weights (R, N) and the sample depths t (R, N)."""
+
+    color: torch.Tensor
+    weights: torch.Tensor
+    t: torch.Tensor
+
+
+def volume_render(sigma: torch.Tensor, colors: torch.Tensor, t: torch.Tensor,
+                  validate: bool = True) -> Render:
+    """c = sum_i T_i alpha_i c_i. sigma: (R, N), colors: (R, N, C), t: (R, N + 1) -> Render(color (R, C), weights (R, N)).
+
+    ``validate`` checks sigma >= 0 and sorted t (one host synchronisation); turn it off in a loop whose
+    inputs were checked once.
+    """
     check_tensor(colors, "colors")
     if colors.shape[:-1] != sigma.shape:
         raise ValueError(f"colors: expected shape {tuple(sigma.shape)} + (C,), got {tuple(colors.shape)}")
     check_same(sigma, "sigma", colors=colors)
-    w = volume_rendering_weights(sigma, t)
-    return (w[..., None] * colors).sum(-2), w
+    w = volume_rendering_weights(sigma, t, validate)
+    # the blend as a batched (1, N) x (N, C) product: no (R, N, C) temporary
+    c = torch.matmul(w.unsqueeze(-2), colors).squeeze(-2)
+    return Render(c, w)
 
 
 # --------------------------------------------------------------------------- sampling along rays
@@ -160,7 +192,8 @@ def stratified_samples(t_near: torch.Tensor, t_far: torch.Tensor, n_samples: int
     check_tensor(t_far, "t_far", shape=tuple(t_near.shape))
     check_same(t_near, "t_near", t_far=t_far)
     check_int(n_samples, "n_samples", min=1)
-    if (t_far < t_near).any():
+    check_generator(generator, "generator", t_near.device)
+    if bool((t_far < t_near).any()):
         raise ValueError("t_far: must be >= t_near")
     u = torch.rand(t_near.shape[0], n_samples, generator=generator, dtype=t_near.dtype, device=t_near.device)
     i = torch.arange(n_samples, dtype=t_near.dtype, device=t_near.device)
@@ -168,18 +201,21 @@ def stratified_samples(t_near: torch.Tensor, t_far: torch.Tensor, n_samples: int
 
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_samples: int,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, validate: bool = True) -> torch.Tensor:
     """Hierarchical sampling: n_samples depths from the piecewise-constant pdf that puts mass
     proportional to ``weights`` on each bin, by inverse transform sampling.
 
-    bins: (R, M + 1) sorted edges, weights: (R, M) >= 0 -> (R, n_samples), sorted.
+    bins: (R, M + 1) sorted edges, weights: (R, M) >= 0 -> (R, n_samples), sorted. ``validate`` checks
+    both (host synchronisations); the samples are drawn on bins' device with ``generator``.
     """
     check_tensor(bins, "bins", ndim=2)
     check_tensor(weights, "weights", shape=(bins.shape[0], bins.shape[1] - 1))
     check_same(bins, "bins", weights=weights)
     check_int(n_samples, "n_samples", min=1)
-    if (weights < 0).any():
-        raise ValueError("weights: must be non-negative")
+    check_generator(generator, "generator", bins.device)
+    if validate:
+        check_sorted(bins, "bins")
+        check_range(weights, "weights", min=0.0)
     w = weights + 1e-12 * weights.sum(-1, keepdim=True).clamp(min=1.0)  # rays with no mass: uniform
     pdf = w / w.sum(-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1).contiguous()
@@ -196,15 +232,30 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_samples: int,
 # --------------------------------------------------------------------------- cameras and rendering
 
 
-def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """Camera-to-world rotation (3, 3): columns right, up, backward (the camera looks along -z)."""
+def camera_to_world_look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """Camera-to-world rotation (3, 3) of a camera at ``eye`` looking at ``target``: its columns are the
+    camera's right, up and backward axes in world coordinates (the camera looks along its -z, as in
+    NeRF's OpenGL convention). eye, target, up: (3,).
+
+    A degenerate frame (eye == target, or up parallel to the view direction) has no defined right axis
+    and is refused, instead of returning NaN.
+    """
     for name, v in dict(eye=eye, target=target, up=up).items():
         check_tensor(v, name, shape=(3,))
     check_same(eye, "eye", target=target, up=up)
     back = eye - target
-    back = back / torch.linalg.vector_norm(back)
+    dist = torch.linalg.vector_norm(back)
+    scale = torch.maximum(torch.linalg.vector_norm(eye), torch.linalg.vector_norm(target)).clamp(min=1.0)
+    eps = torch.finfo(eye.dtype).eps
+    if not bool(dist > 16 * eps * scale):
+        raise ValueError("target: equals eye (within rounding), so the view direction is undefined")
+    back = back / dist
     right = torch.linalg.cross(up, back)
-    right = right / torch.linalg.vector_norm(right)
+    norm_up = torch.linalg.vector_norm(up)
+    norm_right = torch.linalg.vector_norm(right)
+    if not bool(norm_right > 64 * eps * norm_up) or not bool(norm_up > 0):
+        raise ValueError("up: parallel to the view direction (or zero), so the camera frame is undefined")
+    right = right / norm_right
     return torch.stack([right, torch.linalg.cross(back, right), back], dim=-1)
 
 
@@ -232,7 +283,8 @@ def render_field(field, origins: torch.Tensor, dirs: torch.Tensor, t_near: float
 
     field: callable (x (R, N, 3), d (R, N, 3)) -> (rgb (R, N, 3), sigma (R, N)). With n_importance > 0
     the coarse weights drive hierarchical sampling of n_importance more depths, and ``fine_field``
-    (default ``field``) renders the union. The last interval runs to t_far. Returns (rgb (R, 3), weights, t).
+    (default ``field``) renders the union. The last interval runs to t_far. Returns FieldRender(color (R, 3),
+    weights (R, N), t (R, N)).
     """
     if not callable(field):
         raise TypeError("field: expected a callable (x, d) -> (rgb, sigma)")
@@ -264,8 +316,8 @@ def render_field(field, origins: torch.Tensor, dirs: torch.Tensor, t_near: float
     if n_importance:
         t_fine = sample_pdf(edges, w.detach(), n_importance, generator)
         t = torch.sort(torch.cat([t, t_fine.detach()], -1), -1).values
-        c, w, edges = shade(fine_field or field, t)
-    return c, w, t
+        c, w, edges = shade(field if fine_field is None else fine_field, t)
+    return FieldRender(c, w, t)
 
 
 # --------------------------------------------------------------------------- hash encoding

@@ -19,7 +19,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from impl._checks import check_choice, check_float, check_int, check_same, check_tensor
+from impl._checks import (check_float, check_generator, check_index, check_int, check_probability, check_same,
+                          check_tensor)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,13 +91,15 @@ def random_mdp(batch: int, n_states: int, n_actions: int, *, generator: torch.Ge
                dtype=torch.float64, device="cpu", concentration: float = 1.0) -> FiniteMDP:
     """B random MDPs: P[b, s, a] ~ Dirichlet(concentration), R ~ U(-1, 1), uniform start, no terminals.
 
-    Sampled on the generator's device and moved, so a seed gives the same MDP everywhere.
+    Drawn on ``device`` (a generator must live there, DESIGN.md): the same seed gives the same
+    MDP on every CPU, and a device-specific stream on a GPU.
     """
     check_int(batch, "batch", min=1)
     check_int(n_states, "n_states", min=1)
     check_int(n_actions, "n_actions", min=1)
     check_float(concentration, "concentration", min=0.0, min_open=True)
-    gdev = generator.device if generator is not None else "cpu"
+    check_generator(generator, "generator", torch.device(device))
+    gdev = torch.device(device)
     # Dirichlet via normalised Gamma draws; exponential for concentration 1 keeps it cheap.
     shape = (batch, n_states, n_actions, n_states)
     if concentration == 1.0:
@@ -108,7 +111,7 @@ def random_mdp(batch: int, n_states: int, n_actions: int, *, generator: torch.Ge
     R = 2 * torch.rand(shape[:-1], generator=generator, dtype=dtype, device=gdev) - 1
     start = torch.full((batch, n_states), 1.0 / n_states, dtype=dtype, device=gdev)
     terminal = torch.zeros(batch, n_states, dtype=torch.bool, device=gdev)
-    return FiniteMDP(P.to(device), R.to(device), start.to(device), terminal.to(device))
+    return FiniteMDP(P, R, start, terminal)
 
 
 # Actions in Gymnasium's FrozenLake order, so its table loads without a permutation.
@@ -214,17 +217,27 @@ def from_transition_table(table: dict, n_states: int, n_actions: int, *, dtype=t
     """
     if not isinstance(table, dict):
         raise TypeError(f"table: expected a dict, got {type(table).__name__}")
-    check_int(n_states, "n_states", min=1)
-    check_int(n_actions, "n_actions", min=1)
+    n_states = check_int(n_states, "n_states", min=1)
+    n_actions = check_int(n_actions, "n_actions", min=1)
     P = torch.zeros(n_states, n_actions, n_states, dtype=dtype)
     R = torch.zeros(n_states, n_actions, dtype=dtype)
     for s in range(n_states):
         if s not in table or any(a not in table[s] for a in range(n_actions)):
             raise ValueError(f"table: missing entries for state {s}")
         for a in range(n_actions):
-            for prob, s2, rew, _ in table[s][a]:
+            for entry in table[s][a]:
+                if len(entry) != 4:
+                    raise ValueError(f"table[{s}][{a}]: entries must be (prob, next_state, reward, terminated)")
+                prob, s2, rew, _ = entry
+                prob = check_float(prob, f"table[{s}][{a}] probability", min=0.0, max=1.0)
+                s2 = check_int(s2, f"table[{s}][{a}] next state", min=0, max=n_states - 1)
+                rew = check_float(rew, f"table[{s}][{a}] reward")
                 P[s, a, s2] += prob
                 R[s, a] += prob * rew
+    err = (P.sum(-1) - 1).abs()
+    if not bool(err.max() <= 1e-9):
+        s, a = divmod(int(err.argmax()), n_actions)
+        raise ValueError(f"table[{s}][{a}]: transition probabilities sum to {float(P[s, a].sum()):.6g}, not 1")
     idx = torch.arange(n_states)
     terminal = (P[idx, :, idx] == 1).all(-1) & (R == 0).all(-1)
     start = torch.zeros(n_states, dtype=dtype)
@@ -286,72 +299,132 @@ def policy_evaluation(P, R, policy, gamma) -> torch.Tensor:
     return torch.linalg.solve(eye - gamma * P_pi, r_pi.unsqueeze(-1)).squeeze(-1)
 
 
+class DPResult(NamedTuple):
+    """What every dynamic-programming solver returns (value iteration, iterative policy evaluation,
+    policy iteration), with the same field names.
+
+    V: (..., S) the values reached; policy: (..., S) long, the greedy actions of V (for policy
+    iteration its final policy, greedy for its own V up to the rounding margin); iterations:
+    sweeps (policy iteration: evaluation-improvement rounds) made until the stopping rule held, or
+    max_iter; converged: whether the rule held within max_iter.
+    """
+    V: torch.Tensor
+    policy: torch.Tensor
+    iterations: int
+    converged: bool
+
+
+# Convergence is read on the host once every CHECK_EVERY sweeps (one synchronisation), not per sweep.
+CHECK_EVERY = 10
+
+
+def _iterate(sweep, V, tol: float, max_iter: int, check_every: int, strict: bool):
+    """V <- sweep(V) until max |V_new - V| <= tol (< tol with ``strict``), over the whole batch.
+
+    The rule is tested on the device after every sweep; once it holds, V and the sweep counter
+    stop changing, so the result is exactly that of a per-sweep host test (the V of the first
+    sweep that met the rule, and its number). The host reads the flag only every ``check_every``
+    sweeps, computing at most check_every - 1 sweeps that are then discarded.
+    Returns (V, iterations, converged).
+    """
+    done = torch.zeros((), dtype=torch.bool, device=V.device)
+    count = torch.zeros((), dtype=torch.long, device=V.device)
+    k = 0
+    while k < max_iter:
+        for _ in range(min(check_every, max_iter - k)):
+            V_new = sweep(V)
+            diff = (V_new - V).abs().amax() if V.numel() else torch.zeros((), dtype=V.dtype, device=V.device)
+            count += ~done
+            V = torch.where(done, V, V_new)
+            done = done | ((diff < tol) if strict else (diff <= tol))
+            k += 1
+        if bool(done):
+            break
+    it, conv = torch.stack([count, done.long()]).tolist()
+    return V, it, bool(conv)
+
+
 def policy_evaluation_iterative(P, R, policy, gamma, *, tol: float = 1e-10, max_iter: int = 100_000,
-                                V0=None) -> tuple[torch.Tensor, int]:
-    """Iterate V <- T_pi V until max |change| < tol (all MDPs of the batch). -> (V, iterations)."""
+                                V0=None, check_every: int = CHECK_EVERY) -> DPResult:
+    """Iterate V <- T_pi V until max |change| < tol (all MDPs of the batch).
+
+    Convergence is tested on the device every sweep but read on the host every ``check_every``
+    sweeps (see ``_iterate``): the result is the same as with a per-sweep test.
+    Returns DPResult(V (..., S), policy = greedy actions of V, iterations, converged).
+    """
     gamma = _check_gamma(gamma)
     check_float(tol, "tol", min=0.0, min_open=True)
     check_int(max_iter, "max_iter", min=1)
+    check_every = check_int(check_every, "check_every", min=1)
     P_pi, r_pi = policy_matrices(P, R, policy)
     V = torch.zeros_like(r_pi) if V0 is None else check_tensor(V0, "V0", finite=True, shape=tuple(r_pi.shape)).clone()
-    for k in range(1, max_iter + 1):
-        V_new = r_pi + gamma * (P_pi @ V.unsqueeze(-1)).squeeze(-1)
-        done = (V_new - V).abs().max() < tol
-        V = V_new
-        if done:
-            return V, k
-    return V, max_iter
+    if V0 is not None:
+        check_same(P, "P", V0=V0)
+    V, k, conv = _iterate(lambda V: r_pi + gamma * (P_pi @ V.unsqueeze(-1)).squeeze(-1), V, tol, max_iter,
+                          check_every, strict=True)
+    return DPResult(V, _q(P, R, V, gamma).argmax(-1), k, conv)
 
 
-def value_iteration(P, R, gamma, *, tol: float = 1e-10, max_iter: int = 100_000, V0=None) -> tuple[torch.Tensor, int]:
+def value_iteration(P, R, gamma, *, tol: float = 1e-10, max_iter: int = 100_000, V0=None,
+                    check_every: int = CHECK_EVERY) -> DPResult:
     """Iterate V_new = T* V_old until max |V_new - V_old| <= tol; tol = 0 waits for exact equality.
 
-    Returns (V, sweeps). The greedy policy of V is the optimal policy pi_* once V is close to v_*.
-    Each sweep touches every (s, a, s') once: O(|S|^2 |A|) time, O(|S|) memory beyond the model.
+    Returns DPResult(V, policy = greedy actions of V, iterations = sweeps, converged). The greedy
+    policy of V is the optimal policy pi_* once V is close to v_*. Each sweep touches every
+    (s, a, s') once: O(|S|^2 |A|) time, O(|S|) memory beyond the model. The stopping rule is
+    tested on the device after each sweep and read on the host every ``check_every`` sweeps
+    (one synchronisation per ``check_every`` sweeps); V and the count are those of the first
+    sweep that met it, as with a per-sweep test.
     """
     S, _ = check_mdp(P, R)
     gamma = _check_gamma(gamma)
     check_float(tol, "tol", min=0.0)
     check_int(max_iter, "max_iter", min=1)
+    check_every = check_int(check_every, "check_every", min=1)
     V = torch.zeros(R.shape[:-1], dtype=R.dtype, device=R.device) if V0 is None else check_tensor(V0, "V0", finite=True).clone()
     if V.shape[-1] != S:
         raise ValueError(f"V0: expected last dimension {S}, got shape {tuple(V.shape)}")
-    for k in range(1, max_iter + 1):
-        V_new = _q(P, R, V, gamma).amax(-1)
-        diff = (V_new - V).abs().max()
-        V = V_new
-        if diff <= tol:
-            return V, k
-    return V, max_iter
+    if V0 is not None:
+        check_same(P, "P", V0=V0)
+        try:
+            torch.broadcast_shapes(V.shape[:-1], R.shape[:-2])
+        except RuntimeError:
+            raise ValueError(f"V0: batch shape {tuple(V.shape[:-1])} does not broadcast with P's "
+                             f"{tuple(R.shape[:-2])}") from None
+    V, k, conv = _iterate(lambda V: _q(P, R, V, gamma).amax(-1), V, tol, max_iter, check_every, strict=False)
+    return DPResult(V, _q(P, R, V, gamma).argmax(-1), k, conv)
 
 
-def policy_iteration(P, R, gamma, *, policy0=None, max_iter: int = 10_000) -> tuple[torch.Tensor, torch.Tensor, int]:
+def policy_iteration(P, R, gamma, *, policy0=None, max_iter: int = 10_000) -> DPResult:
     """Alternate exact evaluation v_pi and greedy improvement until the policy is stable.
 
-    policy0: (..., S) long actions (default all 0). Returns (actions (..., S), v_pi (..., S), iterations).
-    An action changes only when another is better by more than a rounding margin, so ties cannot
-    make the loop cycle.
+    policy0: (..., S) long actions (default all 0). Returns DPResult(V = v_pi (..., S), policy =
+    actions (..., S), iterations, converged). An action changes only when another is better by
+    more than a rounding margin, so ties cannot make the loop cycle. The host reads the
+    stability test once per round: each round is an O(|S|^3) solve, and policy iteration stops
+    after a handful of rounds, so the synchronisation costs nothing next to the work.
     """
     S, A = check_mdp(P, R)
     gamma = _check_gamma(gamma)
     check_int(max_iter, "max_iter", min=1)
     if policy0 is not None:
-        check_tensor(policy0, "policy0", floating=False, shape=tuple(R.shape[:-1]))
-        if policy0.min() < 0 or policy0.max() >= A:
-            raise ValueError(f"policy0: actions must lie in [0, {A})")
+        _check_index(policy0, "policy0", shape=tuple(R.shape[:-1]))
+        if policy0.device != P.device:
+            raise ValueError(f"policy0: on {policy0.device}, but P is on {P.device}")
+        check_index(policy0, "policy0", A)
     actions = torch.zeros(R.shape[:-1], dtype=torch.long, device=R.device) if policy0 is None else policy0.clone()
     scale = 1 + R.abs().max() / (1 - gamma)
     margin = scale * (1e-10 if R.dtype == torch.float64 else 1e-4)
     for k in range(1, max_iter + 1):
         V = policy_evaluation(P, R, deterministic_policy(actions, A, R.dtype), gamma)
-        q = q_values(P, R, V, gamma)
+        q = _q(P, R, V, gamma)
         best = q.argmax(-1)
         q_old = q.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         improve = q.amax(-1) > q_old + margin
         if not improve.any():
-            return actions, V, k
+            return DPResult(V, actions, k, True)
         actions = torch.where(improve, best, actions)
-    return actions, V, max_iter
+    return DPResult(V, actions, max_iter, False)
 
 
 def optimal_values_by_enumeration(P, R, gamma) -> tuple[torch.Tensor, torch.Tensor]:
@@ -383,12 +456,23 @@ def _sample_rows(probs: torch.Tensor, generator) -> torch.Tensor:
 
 def env_step(P, R, states, actions, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample s' ~ p(. | s, a) for N parallel runs. P: (S, A, S), states, actions: (N,) -> (s' (N,), r (N,))."""
-    check_mdp(P, R)
+    S, A = check_mdp(P, R)
     if P.ndim != 3:
         raise ValueError("P: sampling takes a single MDP of shape (S, A, S)")
-    for n, t in (("states", states), ("actions", actions)):
-        _check_index(t, n, ndim=1)
+    _check_index(states, "states", ndim=1)
+    _check_index(actions, "actions", ndim=1, shape=tuple(states.shape))
+    _check_on(P, states=states, actions=actions)
+    check_index(states, "states", S)
+    check_index(actions, "actions", A)
+    check_generator(generator, "generator", P.device)
     return _step(P, R, states, actions, generator)
+
+
+def _check_on(ref: torch.Tensor, **others: torch.Tensor) -> None:
+    """Index tensors live on ref's device (their dtype is their own)."""
+    for name, t in others.items():
+        if t.device != ref.device:
+            raise ValueError(f"{name}: on {t.device}, but the tables are on {ref.device}")
 
 
 def _step(P, R, states, actions, generator):
@@ -410,8 +494,15 @@ def epsilon_greedy(Q, states, epsilon, generator=None) -> torch.Tensor:
     Q: (N, S, A) one table per run, states: (N,) -> actions (N,) long.
     """
     check_tensor(Q, "Q", ndim=3, finite=True)
-    _check_index(states, "states", ndim=1)
+    _check_index(states, "states", shape=(Q.shape[0],))
+    _check_on(Q, states=states)
+    check_index(states, "states", Q.shape[1])
     epsilon = check_float(epsilon, "epsilon", min=0.0, max=1.0)
+    check_generator(generator, "generator", Q.device)
+    return _epsilon_greedy(Q, states, epsilon, generator)
+
+
+def _epsilon_greedy(Q, states, epsilon, generator):
     N, _, A = Q.shape
     q = Q[torch.arange(N, device=Q.device), states]
     explore = torch.rand(N, generator=generator, device=Q.device, dtype=Q.dtype) < epsilon
@@ -427,9 +518,13 @@ def sample_episodes(mdp: FiniteMDP, policy, n_episodes: int, horizon: int, gener
     """
     P, R, start, terminal = mdp
     check_mdp(P, R)
+    if P.ndim != 3:
+        raise ValueError("P: sampling takes a single MDP of shape (S, A, S)")
     _check_policy(policy, P)
+    check_probability(start, "start")
     check_int(n_episodes, "n_episodes", min=1)
     check_int(horizon, "horizon", min=1)
+    check_generator(generator, "generator", P.device)
     s = _sample_rows(start.expand(n_episodes, -1), generator)
     states, actions, rewards, alive = [s], [], [], []
     live = ~terminal[s]
@@ -448,6 +543,8 @@ def discounted_returns(rewards, gamma) -> torch.Tensor:
     rewards: (..., T) where rewards[..., t] is R_{t+1} -> (..., T).
     """
     check_tensor(rewards, "rewards", finite=True)
+    if rewards.ndim == 0:
+        raise ValueError("rewards: expected shape (..., T), got a scalar")
     gamma = _check_gamma(gamma, open_one=False)
     out = torch.empty_like(rewards)
     G = torch.zeros_like(rewards[..., 0])
@@ -466,10 +563,14 @@ def mc_evaluation(states, rewards, alive, gamma, n_states: int, *, first_visit: 
     _check_index(states, "states")
     check_tensor(rewards, "rewards", finite=True)
     check_tensor(alive, "alive", floating=False)
-    check_int(n_states, "n_states", min=1)
+    if alive.dtype != torch.bool:
+        raise TypeError(f"alive: expected a bool tensor, got dtype {alive.dtype}")
+    n_states = check_int(n_states, "n_states", min=1)
     if states.shape != rewards.shape or alive.shape != rewards.shape or rewards.ndim < 2:
         raise ValueError(f"rewards: states, rewards and alive need one shape (..., E, T), got "
                          f"{tuple(states.shape)}, {tuple(rewards.shape)}, {tuple(alive.shape)}")
+    _check_on(rewards, states=states, alive=alive)
+    check_index(states, "states", n_states)
     G = discounted_returns(rewards, gamma)
     onehot = nn.functional.one_hot(states, n_states).to(rewards.dtype) * alive.unsqueeze(-1)
     if first_visit:
@@ -479,49 +580,119 @@ def mc_evaluation(states, rewards, alive, gamma, n_states: int, *, first_visit: 
     return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total)), count
 
 
+def _check_alpha(alpha, ref: torch.Tensor, n: int):
+    """A step size in (0, 1] (the update is then a convex combination of old value and target):
+    a real number, or one per run, (n,) on ref's device and dtype."""
+    if isinstance(alpha, torch.Tensor) and alpha.ndim > 0:
+        check_tensor(alpha, "alpha", shape=(n,))
+        check_same(ref, "V" if ref.ndim == 2 else "Q", alpha=alpha)
+        if not bool(((alpha > 0) & (alpha <= 1)).all()):
+            raise ValueError("alpha: step sizes must lie in (0, 1]")
+        return alpha
+    return check_float(alpha, "alpha", min=0.0, max=1.0, min_open=True)
+
+
+def _check_update(table, name, rewards, gamma, alpha, **indices):
+    """Shared checks of td0_update, sarsa_update and q_learning_update (before any loop)."""
+    n = table.shape[0]
+    check_tensor(rewards, "rewards" if name == "V" else "r", shape=(n,), finite=True)
+    check_same(table, name, **{"rewards" if name == "V" else "r": rewards})
+    for idx_name, (t, size) in indices.items():
+        _check_index(t, idx_name, shape=(n,))
+        _check_on(table, **{idx_name: t})
+        check_index(t, idx_name, size)
+    _check_alpha(alpha, table, n)
+    return _check_gamma(gamma, open_one=False)
+
+
 def td0_update(V, states, rewards, next_states, gamma, alpha) -> torch.Tensor:
     """V(s) += alpha Delta V(s), Delta V(s) = r(s, a) + gamma V(s') - V(s), for N runs at once.
 
-    V: (N, S), states, next_states: (N,), rewards: (N,), alpha: float or (N,). Returns the new V.
+    V: (N, S), states, next_states: (N,) long in [0, S), rewards: (N,), gamma in [0, 1],
+    alpha in (0, 1] (a float or (N,)). Returns the new V.
     """
-    check_tensor(V, "V", ndim=2)
-    _check_index(states, "states", shape=(V.shape[0],))
+    check_tensor(V, "V", ndim=2, finite=True)
+    S = V.shape[1]
+    gamma = _check_update(V, "V", rewards, gamma, alpha, states=(states, S), next_states=(next_states, S))
+    return _td0(V, states, rewards, next_states, gamma, alpha)[0]
+
+
+def _td0(V, states, rewards, next_states, gamma, alpha):
+    """The update without checks (loops call it every step). -> (new V, Delta V (N,))."""
     idx = torch.arange(V.shape[0], device=V.device)
     delta = rewards + gamma * V[idx, next_states] - V[idx, states]
     V = V.clone()
     V[idx, states] += alpha * delta
-    return V
+    return V, delta
 
 
 def sarsa_update(Q, s, a, r, s2, a2, gamma, alpha) -> torch.Tensor:
-    """Q(S, A) += alpha [r(S, A) + gamma Q(S', A') - Q(S, A)] for N runs. Q: (N, S, A)."""
-    check_tensor(Q, "Q", ndim=3)
+    """Q(S, A) += alpha [r(S, A) + gamma Q(S', A') - Q(S, A)] for N runs. Q: (N, S, A);
+    s, a, s2, a2: (N,) long indices in range, r: (N,), gamma in [0, 1], alpha in (0, 1]."""
+    check_tensor(Q, "Q", ndim=3, finite=True)
+    _, S, A = Q.shape
+    gamma = _check_update(Q, "Q", r, gamma, alpha, s=(s, S), a=(a, A), s2=(s2, S), a2=(a2, A))
+    return _sarsa(Q, s, a, r, s2, a2, gamma, alpha)[0]
+
+
+def _sarsa(Q, s, a, r, s2, a2, gamma, alpha):
     idx = torch.arange(Q.shape[0], device=Q.device)
     delta = r + gamma * Q[idx, s2, a2] - Q[idx, s, a]
     Q = Q.clone()
     Q[idx, s, a] += alpha * delta
-    return Q
+    return Q, delta
 
 
 def q_learning_update(Q, s, a, r, s2, gamma, alpha) -> torch.Tensor:
-    """Q(S, A) += alpha [R + gamma max_a Q(S', a) - Q(S, A)] for N runs. Q: (N, S, A)."""
-    check_tensor(Q, "Q", ndim=3)
+    """Q(S, A) += alpha [R + gamma max_a Q(S', a) - Q(S, A)] for N runs. Q: (N, S, A);
+    s, a, s2: (N,) long indices in range, r: (N,), gamma in [0, 1], alpha in (0, 1]."""
+    check_tensor(Q, "Q", ndim=3, finite=True)
+    _, S, A = Q.shape
+    gamma = _check_update(Q, "Q", r, gamma, alpha, s=(s, S), a=(a, A), s2=(s2, S))
+    return _q_learning(Q, s, a, r, s2, gamma, alpha)[0]
+
+
+def _q_learning(Q, s, a, r, s2, gamma, alpha):
     idx = torch.arange(Q.shape[0], device=Q.device)
     delta = r + gamma * Q[idx, s2].amax(-1) - Q[idx, s, a]
     Q = Q.clone()
     Q[idx, s, a] += alpha * delta
-    return Q
+    return Q, delta
 
 
-def _check_learning(mdp, gamma, n_runs, n_steps, alpha, decay):
+class TrainResult(NamedTuple):
+    """What every trainer returns (TD(0), SARSA, Q-learning, DQN, actor-critic), with the field
+    names the other sections' trainers use.
+
+    model: what was learned: the value table V (N, S) (TD(0)), the Q table (N, S, A) (SARSA,
+    Q-learning), the QNetwork (DQN) or the actor's logits (S, A) (actor-critic); losses: (steps,)
+    tensor of the per-step loss on the model's device (tabular learners: mean squared TD error over
+    the runs; DQN: the loss of each update; actor-critic: the critic's TD loss), never read on the
+    host during training; critic: the actor-critic's value network (None for the others).
+    """
+    model: object
+    losses: torch.Tensor
+    critic: nn.Module | None = None
+
+
+def _check_learning(mdp, gamma, n_runs, n_steps, alpha, decay, generator=None):
+    if not isinstance(mdp, tuple) or len(mdp) != 4:
+        raise TypeError("mdp: expected a FiniteMDP (P, R, start, terminal)")
     P, R, start, terminal = mdp
-    check_mdp(P, R)
+    S, _ = check_mdp(P, R)
     if P.ndim != 3:
         raise ValueError("P: learning takes a single MDP of shape (S, A, S)")
+    check_tensor(start, "start", shape=(S,))
+    check_same(P, "P", start=start)
+    check_probability(start, "start")
+    check_tensor(terminal, "terminal", floating=False, shape=(S,))
+    if terminal.dtype != torch.bool or terminal.device != P.device:
+        raise TypeError(f"terminal: expected a bool tensor on {P.device}")
     check_int(n_runs, "n_runs", min=1)
     check_int(n_steps, "n_steps", min=1)
     check_float(alpha, "alpha", min=0.0, max=1.0, min_open=True)
     check_float(decay, "decay", min=0.0, max=1.0)
+    check_generator(generator, "generator", P.device)
     return _check_gamma(gamma)
 
 
@@ -536,44 +707,56 @@ def _restart(mdp, s, generator):
     return torch.where(mdp.terminal[s], fresh, s)
 
 
+def _initial_table(T0, name, shape, P):
+    if T0 is None:
+        return torch.zeros(shape, dtype=P.dtype, device=P.device)
+    check_tensor(T0, name, shape=shape, finite=True)
+    check_same(P, "P", **{name: T0})
+    return T0.clone()
+
+
 def run_td0(mdp: FiniteMDP, policy, gamma, *, n_runs: int, n_steps: int, alpha: float = 0.5,
-            decay: float = 0.0, generator=None, V0=None) -> torch.Tensor:
-    """TD(0) evaluation of pi with n_runs independent learners. Step alpha / n(s)^decay. -> V (N, S)."""
-    gamma = _check_learning(mdp, gamma, n_runs, n_steps, alpha, decay)
+            decay: float = 0.0, generator=None, V0=None) -> TrainResult:
+    """TD(0) evaluation of pi with n_runs independent learners. Step alpha / n(s)^decay.
+    -> TrainResult(model = V (N, S), losses = mean Delta V^2 per step (n_steps,))."""
+    gamma = _check_learning(mdp, gamma, n_runs, n_steps, alpha, decay, generator)
     P, R = mdp.P, mdp.R
     _check_policy(policy, P)
     S = P.shape[0]
-    V = torch.zeros(n_runs, S, dtype=P.dtype, device=P.device) if V0 is None else V0.clone()
+    V = _initial_table(V0, "V0", (n_runs, S), P)
     counts = torch.zeros(n_runs, S, dtype=P.dtype, device=P.device)
     idx = torch.arange(n_runs, device=P.device)
+    losses = []
     s = _sample_rows(mdp.start.expand(n_runs, -1), generator)
     for _ in range(n_steps):
         s = _restart(mdp, s, generator)
         a = _sample_rows(policy[s], generator)
         s2, r = _step(P, R, s, a, generator)
         counts[idx, s] += 1
-        V = td0_update(V, s, r, s2, gamma, _step_size(counts[idx, s], alpha, decay))
+        V, delta = _td0(V, s, r, s2, gamma, _step_size(counts[idx, s], alpha, decay))
+        losses.append((delta ** 2).mean())
         s = s2
-    return V
+    return TrainResult(V, torch.stack(losses))
 
 
 def run_sarsa(mdp: FiniteMDP, gamma, *, n_runs: int, n_steps: int, alpha: float = 0.5, decay: float = 0.0,
-              epsilon: float = 0.1, policy=None, generator=None, Q0=None) -> torch.Tensor:
+              epsilon: float = 0.1, policy=None, generator=None, Q0=None) -> TrainResult:
     """SARSA (on-policy) with n_runs learners: A' is drawn from the policy being learned about:
     epsilon-greedy on Q (control), or the fixed `policy` (S, A) when given (evaluation of q_pi).
-    Step alpha / n(s, a)^decay. -> Q (N, S, A)."""
-    gamma = _check_learning(mdp, gamma, n_runs, n_steps, alpha, decay)
-    check_float(epsilon, "epsilon", min=0.0, max=1.0)
+    Step alpha / n(s, a)^decay. -> TrainResult(model = Q (N, S, A), losses (n_steps,))."""
+    gamma = _check_learning(mdp, gamma, n_runs, n_steps, alpha, decay, generator)
+    epsilon = check_float(epsilon, "epsilon", min=0.0, max=1.0)
     P, R = mdp.P, mdp.R
     if policy is not None:
         _check_policy(policy, P)
     S, A = P.shape[0], P.shape[1]
-    Q = torch.zeros(n_runs, S, A, dtype=P.dtype, device=P.device) if Q0 is None else Q0.clone()
+    Q = _initial_table(Q0, "Q0", (n_runs, S, A), P)
     counts = torch.zeros_like(Q)
     idx = torch.arange(n_runs, device=P.device)
+    losses = []
 
     def act(Q, s):
-        return epsilon_greedy(Q, s, epsilon, generator) if policy is None else _sample_rows(policy[s], generator)
+        return _epsilon_greedy(Q, s, epsilon, generator) if policy is None else _sample_rows(policy[s], generator)
 
     s = _sample_rows(mdp.start.expand(n_runs, -1), generator)
     a = act(Q, s)
@@ -581,37 +764,40 @@ def run_sarsa(mdp: FiniteMDP, gamma, *, n_runs: int, n_steps: int, alpha: float 
         s2, r = _step(P, R, s, a, generator)
         a2 = act(Q, s2)
         counts[idx, s, a] += 1
-        Q = sarsa_update(Q, s, a, r, s2, a2, gamma, _step_size(counts[idx, s, a], alpha, decay))
+        Q, delta = _sarsa(Q, s, a, r, s2, a2, gamma, _step_size(counts[idx, s, a], alpha, decay))
+        losses.append((delta ** 2).mean())
         # A run that reached a terminal state restarts; its next action is drawn afresh.
         restart = mdp.terminal[s2]
         s = _restart(mdp, s2, generator)
         a = torch.where(restart, act(Q, s), a2)
-    return Q
+    return TrainResult(Q, torch.stack(losses))
 
 
 def run_q_learning(mdp: FiniteMDP, gamma, *, n_runs: int, n_steps: int, alpha: float = 0.5, decay: float = 0.0,
-                   epsilon: float = 0.1, behaviour=None, generator=None, Q0=None) -> torch.Tensor:
+                   epsilon: float = 0.1, behaviour=None, generator=None, Q0=None) -> TrainResult:
     """Q-learning (off-policy): actions from epsilon-greedy on Q, or from a fixed `behaviour`
     policy (S, A) when given; the target uses max_a Q(S', a) whatever the behaviour.
-    Step alpha / n(s, a)^decay. -> Q (N, S, A)."""
-    gamma = _check_learning(mdp, gamma, n_runs, n_steps, alpha, decay)
-    check_float(epsilon, "epsilon", min=0.0, max=1.0)
+    Step alpha / n(s, a)^decay. -> TrainResult(model = Q (N, S, A), losses (n_steps,))."""
+    gamma = _check_learning(mdp, gamma, n_runs, n_steps, alpha, decay, generator)
+    epsilon = check_float(epsilon, "epsilon", min=0.0, max=1.0)
     P, R = mdp.P, mdp.R
     if behaviour is not None:
         _check_policy(behaviour, P, "behaviour")
     S, A = P.shape[0], P.shape[1]
-    Q = torch.zeros(n_runs, S, A, dtype=P.dtype, device=P.device) if Q0 is None else Q0.clone()
+    Q = _initial_table(Q0, "Q0", (n_runs, S, A), P)
     counts = torch.zeros_like(Q)
     idx = torch.arange(n_runs, device=P.device)
+    losses = []
     s = _sample_rows(mdp.start.expand(n_runs, -1), generator)
     for _ in range(n_steps):
         s = _restart(mdp, s, generator)
-        a = epsilon_greedy(Q, s, epsilon, generator) if behaviour is None else _sample_rows(behaviour[s], generator)
+        a = _epsilon_greedy(Q, s, epsilon, generator) if behaviour is None else _sample_rows(behaviour[s], generator)
         s2, r = _step(P, R, s, a, generator)
         counts[idx, s, a] += 1
-        Q = q_learning_update(Q, s, a, r, s2, gamma, _step_size(counts[idx, s, a], alpha, decay))
+        Q, delta = _q_learning(Q, s, a, r, s2, gamma, _step_size(counts[idx, s, a], alpha, decay))
+        losses.append((delta ** 2).mean())
         s = s2
-    return Q
+    return TrainResult(Q, torch.stack(losses))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -626,6 +812,7 @@ _CP = dict(g=9.8, m_cart=1.0, m_pole=0.1, half_len=0.5, force=10.0, tau=0.02,
 def cartpole_reset(n: int, *, generator=None, dtype=torch.float32, device="cpu") -> torch.Tensor:
     """n initial states (x, x_dot, theta, theta_dot) ~ U(-0.05, 0.05). -> (n, 4)."""
     check_int(n, "n", min=1)
+    check_generator(generator, "generator", torch.device(device))
     return (torch.rand(n, 4, generator=generator, dtype=dtype, device=device) - 0.5) * 0.1
 
 
@@ -673,6 +860,12 @@ class ReplayBuffer:
         """Append a batch of n transitions: s, s2: (n, state_dim), a, r, done: (n,)."""
         check_tensor(s, "s", ndim=2, shape=(None, self.s.shape[1]))
         n = s.shape[0]
+        check_tensor(s2, "s2", shape=tuple(s.shape))
+        check_tensor(r, "r", shape=(n,))
+        _check_index(a, "a", shape=(n,))
+        check_tensor(done, "done", floating=False, shape=(n,))
+        if n > self.capacity:
+            raise ValueError(f"s: {n} transitions do not fit a buffer of capacity {self.capacity}")
         idx = (self.pos + torch.arange(n, device=self.s.device)) % self.capacity
         self.s[idx], self.a[idx], self.r[idx], self.s2[idx], self.done[idx] = s, a, r, s2, done
         self.pos = (self.pos + n) % self.capacity
@@ -683,6 +876,7 @@ class ReplayBuffer:
         check_int(batch, "batch", min=1)
         if self.size == 0:
             raise ValueError("batch: the buffer is empty")
+        check_generator(generator, "generator", self.s.device)
         i = torch.randint(self.size, (batch,), generator=generator, device=self.s.device)
         return self.s[i], self.a[i], self.r[i], self.s2[i], self.done[i]
 
@@ -743,9 +937,13 @@ class DQNEncoder(nn.Module):
 
 
 def train_dqn(*, n_envs: int = 16, steps: int = 3000, gamma: float = 0.99, lr: float = 1e-3, batch: int = 128,
-              epsilon_end: float = 0.05, target_every: int = 100, generator=None, device="cpu") -> QNetwork:
+              epsilon_end: float = 0.05, target_every: int = 100, generator=None, device="cpu") -> TrainResult:
     """Deep Q-learning on vectorised CartPole: epsilon-greedy acting, replay buffer, no-grad target
-    from a periodically copied network. `steps` counts vector steps (n_envs transitions each)."""
+    from a periodically copied network. `steps` counts vector steps (n_envs transitions each).
+
+    Returns TrainResult(model = the QNetwork, losses = the DQN loss of each update (one per step
+    once the buffer holds `batch` transitions), kept on the device).
+    """
     check_int(n_envs, "n_envs", min=1)
     check_int(steps, "steps", min=1)
     check_int(batch, "batch", min=1)
@@ -753,12 +951,15 @@ def train_dqn(*, n_envs: int = 16, steps: int = 3000, gamma: float = 0.99, lr: f
     check_float(epsilon_end, "epsilon_end", min=0.0, max=1.0)
     check_int(target_every, "target_every", min=1)
     gamma = _check_gamma(gamma)
+    check_generator(generator, "generator", torch.device(device))
     q = QNetwork(4, 2).to(device)
     target = QNetwork(4, 2).to(device)
     target.load_state_dict(q.state_dict())
-    opt = torch.optim.Adam(q.parameters(), lr=lr)
+    # fused: keeps the step count on the device (the plain path reads it with .item() every step)
+    opt = torch.optim.Adam(q.parameters(), lr=lr, fused=True)
     buf = ReplayBuffer(50_000, 4, device=device)
     s = cartpole_reset(n_envs, generator=generator, device=device)
+    losses = []
     for k in range(steps):
         eps = max(epsilon_end, 1 - k / (0.5 * steps))
         with torch.no_grad():
@@ -773,26 +974,31 @@ def train_dqn(*, n_envs: int = 16, steps: int = 3000, gamma: float = 0.99, lr: f
             opt.zero_grad()
             loss.backward()
             opt.step()
+            losses.append(loss.detach())
         if k % target_every == 0:
             target.load_state_dict(q.state_dict())
-    return q
+    return TrainResult(q, torch.stack(losses) if losses else torch.zeros(0, device=device))
 
 
 def cartpole_episode_lengths(policy_fn, n: int = 32, max_steps: int = 500, generator=None, device="cpu") -> torch.Tensor:
-    """Steps each of n carts survives (capped at max_steps) under policy_fn: (n, 4) -> (n,) actions."""
+    """Steps each of n carts survives (capped at max_steps) under policy_fn: (n, 4) -> (n,) actions.
+
+    Whether any cart is still alive is read on the host only every 50 steps (later steps of dead
+    carts add nothing to their length), so the loop makes one synchronisation per 50 steps.
+    """
     if not callable(policy_fn):
         raise TypeError("policy_fn: expected a callable (n, 4) -> (n,) actions")
     check_int(n, "n", min=1)
-    check_int(max_steps, "max_steps", min=1)
+    max_steps = check_int(max_steps, "max_steps", min=1)
     s = cartpole_reset(n, generator=generator, device=device)
     alive = torch.ones(n, dtype=torch.bool, device=device)
     length = torch.zeros(n, dtype=torch.long, device=device)
-    for _ in range(max_steps):
+    for k in range(1, max_steps + 1):
         with torch.no_grad():
             s, _, done = cartpole_step(s, policy_fn(s))
         length += alive
         alive &= ~done
-        if not alive.any():
+        if k % 50 == 0 and not alive.any():
             break
     return length
 
@@ -830,6 +1036,7 @@ class GaussianPolicy(nn.Module):
 
     def sample(self, s, generator=None):
         mu, log_std = self(s)
+        check_generator(generator, "generator", mu.device)
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
         return (mu + log_std.exp() * eps).detach()
 
@@ -921,19 +1128,24 @@ def finite_horizon_objective(mdp: FiniteMDP, policy, horizon: int, gamma) -> tor
 
 
 def train_actor_critic(mdp: FiniteMDP, gamma, *, n_runs: int = 64, n_steps: int = 300, lr_actor: float = 0.5,
-                       lr_critic: float = 0.05, hidden: int = 32, generator=None):
+                       lr_critic: float = 0.05, hidden: int = 32, generator=None) -> TrainResult:
     """One-step actor-critic on a finite MDP: a tabular softmax actor (logits (S, A)) and an MLP
     critic V_w(one-hot s) learned by TD(0); n_runs transitions per update from parallel runs.
-    Returns (logits (S, A), critic)."""
-    gamma = _check_learning(mdp, gamma, n_runs, n_steps, 0.5, 0.0)
+    Returns TrainResult(model = the actor's logits (S, A), losses = the critic's TD loss per step
+    (n_steps,), critic = V_w)."""
+    gamma = _check_learning(mdp, gamma, n_runs, n_steps, 0.5, 0.0, generator)
+    check_float(lr_actor, "lr_actor", min=0.0, min_open=True)
+    check_float(lr_critic, "lr_critic", min=0.0, min_open=True)
+    check_int(hidden, "hidden", min=1)
     P, R = mdp.P, mdp.R
     S, A = P.shape[0], P.shape[1]
     logits = torch.zeros(S, A, dtype=P.dtype, device=P.device, requires_grad=True)
     critic = nn.Sequential(nn.Linear(S, hidden), nn.Tanh(), nn.Linear(hidden, 1)).to(P.device, P.dtype)
     opt_a = torch.optim.SGD([logits], lr=lr_actor)
-    opt_c = torch.optim.Adam(critic.parameters(), lr=lr_critic)
+    opt_c = torch.optim.Adam(critic.parameters(), lr=lr_critic, fused=True)   # no .item() per step
     eye = torch.eye(S, dtype=P.dtype, device=P.device)
     s = _sample_rows(mdp.start.expand(n_runs, -1), generator)
+    losses = []
     for _ in range(n_steps):
         s = _restart(mdp, s, generator)
         pi = torch.softmax(logits, -1)
@@ -943,11 +1155,13 @@ def train_actor_critic(mdp: FiniteMDP, gamma, *, n_runs: int = 64, n_steps: int 
         v2 = critic(eye[s2]).squeeze(-1) * (~mdp.terminal[s2])
         target = (r + gamma * v2).detach()
         opt_c.zero_grad()
-        ((target - v) ** 2).mean().backward()
+        critic_loss = ((target - v) ** 2).mean()
+        critic_loss.backward()
         opt_c.step()
+        losses.append(critic_loss.detach())
         opt_a.zero_grad()
         (-actor_critic_surrogate(torch.log(pi[s, a]).unsqueeze(-1), r.unsqueeze(-1), v.detach().unsqueeze(-1),
                                  v2.detach().unsqueeze(-1), gamma)).backward()
         opt_a.step()
         s = s2
-    return logits.detach(), critic
+    return TrainResult(logits.detach(), torch.stack(losses), critic)

@@ -137,10 +137,17 @@ def bptt(x, h0, W_hh, W_xh, W_hy, dL_dy):
 
 
 def clip_notes(grad: torch.Tensor, threshold: float) -> torch.Tensor:
-    """threshold / ||grad|| * grad, exactly as the notes write it (applied whatever the norm). grad: any shape."""
+    """threshold / ||grad|| * grad, exactly as the notes write it (applied whatever the norm). grad: any shape.
+
+    The formula divides by ||grad||: a zero gradient has no direction to rescale, so it is refused
+    (one host read of the norm; use :func:`clip_gradient_norm` in a training loop).
+    """
     check_tensor(grad, "grad")
     threshold = check_float(threshold, "threshold", min=0, min_open=True)
-    return grad * (threshold / torch.linalg.vector_norm(grad))
+    norm = torch.linalg.vector_norm(grad)
+    if not bool(norm > 0):
+        raise ValueError("grad: has norm 0 (or NaN), and threshold / ||grad|| * grad is undefined there")
+    return grad * (threshold / norm)
 
 
 def clip_gradient_norm(grads, threshold: float):

@@ -28,10 +28,16 @@ by autograd.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
-from impl._checks import check_float, check_int, check_same, check_tensor
+from impl._checks import check_float, check_generator, check_int, check_range, check_same, check_tensor
+
+# The low-pass dilation eps2d * I added to every projected covariance (3DGS' anti-aliasing filter,
+# 0.3 px^2). One constant for fitting and rendering: a scene fitted with one value and rendered
+# with another is a different image (a fit at 5e-4 MSE renders at 18 dB instead of 33 dB with 0).
+EPS2D = 0.3
 
 # Real spherical-harmonics normalisation constants (degrees 0..3), as in 3DGS' eval_sh.
 SH_C0 = 0.28209479177387814
@@ -187,29 +193,39 @@ def _mahalanobis_sq(d, conic):
     return conic[..., 0] * d[..., 0] ** 2 + 2 * conic[..., 1] * d[..., 0] * d[..., 1] + conic[..., 2] * d[..., 1] ** 2
 
 
+def _check_validate(validate):
+    if not isinstance(validate, bool):
+        raise TypeError(f"validate: expected a bool, got {type(validate).__name__}")
+    return validate
+
+
 def gaussian_alpha(pixels: torch.Tensor, means2d: torch.Tensor, covs2d: torch.Tensor,
-                   opacities: torch.Tensor) -> torch.Tensor:
+                   opacities: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
     """alpha = o exp(-0.5 (x - mu')^T Sigma'^-1 (x - mu')) for every pixel and Gaussian.
 
-    pixels: (P, 2), means2d: (N, 2), covs2d: (N, 2, 2), opacities: (N,) -> (P, N).
-    Degenerate covariances (det <= 0) give alpha = 0.
+    pixels: (P, 2), means2d: (N, 2), covs2d: (N, 2, 2), opacities: (N,) in [0, 1] (checked
+    unless ``validate=False``) -> (P, N). Degenerate covariances (det <= 0) give alpha = 0.
     """
     check_tensor(pixels, "pixels", ndim=2, shape=(None, 2))
-    _check_splats(means2d, covs2d, opacities)
+    _check_splats(means2d, covs2d, opacities, validate)
     check_same(means2d, "means2d", pixels=pixels)
     conic, ok = _conic(covs2d)
     q = _mahalanobis_sq(pixels[:, None, :] - means2d[None], conic[None])
     return torch.where(ok, opacities * torch.exp(-0.5 * q), torch.zeros_like(q))
 
 
-def composite(alphas: torch.Tensor, colors: torch.Tensor, background: torch.Tensor | None = None):
+def composite(alphas: torch.Tensor, colors: torch.Tensor, background: torch.Tensor | None = None, *,
+              validate: bool = True):
     """Front-to-back alpha compositing: T_i = prod_{j<i} (1 - alpha_j), w_i = T_i alpha_i,
     C = sum_i w_i c_i + T_final * background.
 
-    alphas: (..., K) sorted front to back; colors: (..., K, C); background: (C,) or None (black).
-    Returns (color (..., C), weights (..., K), final transmittance (...,)).
+    alphas: (..., K) in [0, 1] (an alpha above 1 would make the transmittance negative; checked
+    unless ``validate=False``), sorted front to back; colors: (..., K, C); background: (C,) or
+    None (black). Returns (color (..., C), weights (..., K), final transmittance (...,)).
     """
     check_tensor(alphas, "alphas", ndim=range(1, 10))
+    if _check_validate(validate):
+        check_range(alphas, "alphas", min=0.0, max=1.0)
     check_tensor(colors, "colors")
     if colors.shape[:-1] != alphas.shape:
         raise ValueError(f"colors: expected shape {tuple(alphas.shape)} + (C,), got {tuple(colors.shape)}")
@@ -217,31 +233,36 @@ def composite(alphas: torch.Tensor, colors: torch.Tensor, background: torch.Tens
     if background is not None:
         check_tensor(background, "background", shape=(colors.shape[-1],))
         check_same(alphas, "alphas", background=background)
-    weights, t_final = transmittance_weights(alphas)
+    weights, t_final = transmittance_weights(alphas, validate=False)
     color = (weights.unsqueeze(-1) * colors).sum(-2)
     if background is not None:
         color = color + t_final.unsqueeze(-1) * background
     return color, weights, t_final
 
 
-def transmittance_weights(alphas: torch.Tensor):
-    """w_i = T_i alpha_i with T_i = prod_{j<i} (1 - alpha_j). alphas: (..., K) front to back ->
-    (weights (..., K), final transmittance T_{K+1} (...,))."""
+def transmittance_weights(alphas: torch.Tensor, *, validate: bool = True):
+    """w_i = T_i alpha_i with T_i = prod_{j<i} (1 - alpha_j). alphas: (..., K) in [0, 1] (checked
+    unless ``validate=False``), front to back -> (weights (..., K), final transmittance T_{K+1} (...,))."""
     check_tensor(alphas, "alphas", ndim=range(1, 10))
+    if _check_validate(validate):
+        check_range(alphas, "alphas", min=0.0, max=1.0)
     trans = torch.cumprod(torch.cat([torch.ones_like(alphas[..., :1]), 1 - alphas], -1), -1)
     return trans[..., :-1] * alphas, trans[..., -1]
 
 
-def _check_splats(means2d, covs2d, opacities):
+def _check_splats(means2d, covs2d, opacities, validate=True):
     check_tensor(means2d, "means2d", ndim=2, shape=(None, 2))
     n = means2d.shape[0]
     check_tensor(covs2d, "covs2d", shape=(n, 2, 2))
     check_tensor(opacities, "opacities", shape=(n,))
     check_same(means2d, "means2d", covs2d=covs2d, opacities=opacities)
+    if _check_validate(validate):
+        # an opacity outside [0, 1] gives an alpha outside [0, 1]: negative transmittance
+        check_range(opacities, "opacities", min=0.0, max=1.0)
 
 
-def _check_raster(means2d, covs2d, depths, colors, opacities, height, width, background, near):
-    _check_splats(means2d, covs2d, opacities)
+def _check_raster(means2d, covs2d, depths, colors, opacities, height, width, background, near, validate=True):
+    _check_splats(means2d, covs2d, opacities, validate)
     n = means2d.shape[0]
     check_tensor(depths, "depths", shape=(n,))
     check_tensor(colors, "colors", ndim=2, shape=(n, None))
@@ -264,15 +285,17 @@ def pixel_centers(height: int, width: int, *, dtype=torch.float32, device=None) 
 
 
 def rasterize_reference(means2d, covs2d, depths, colors, opacities, height: int, width: int, *,
-                        background=None, truncate: float | None = None, near: float = 0.01):
+                        background=None, truncate: float | None = None, near: float = 0.01,
+                        validate: bool = True):
     """Plain rasteriser: every pixel composites every Gaussian, sorted by depth.
 
     means2d: (N, 2), covs2d: (N, 2, 2), depths: (N,), colors: (N, C), opacities: (N,),
     background: (C,) or None. ``truncate`` = k sets alpha = 0 beyond Mahalanobis distance k (what
-    the tile rasteriser's bounding boxes do); None uses the notes' alpha everywhere.
+    the tile rasteriser's bounding boxes do); None uses the notes' alpha everywhere. Opacities
+    must lie in [0, 1] (checked unless ``validate=False``, for callers inside a loop).
     Returns the image (H, W, C). Memory O(H W N): small scenes only.
     """
-    _check_raster(means2d, covs2d, depths, colors, opacities, height, width, background, near)
+    _check_raster(means2d, covs2d, depths, colors, opacities, height, width, background, near, validate)
     if truncate is not None:
         check_float(truncate, "truncate", min=0.0, min_open=True)
     pix = pixel_centers(height, width, dtype=means2d.dtype, device=means2d.device)
@@ -284,7 +307,7 @@ def rasterize_reference(means2d, covs2d, depths, colors, opacities, height: int,
     alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
     # Each Gaussian has one depth (its centre's z), so every pixel's depth order is this one order.
     order = torch.argsort(depths, stable=True)
-    color, _, _ = composite(alpha[:, order], colors[order].expand(pix.shape[0], -1, -1), background)
+    color, _, _ = composite(alpha[:, order], colors[order].expand(pix.shape[0], -1, -1), background, validate=False)
     return color.reshape(height, width, -1)
 
 
@@ -336,14 +359,16 @@ def tile_assignment(means2d, covs2d, depths, height: int, width: int, *, tile_si
 
 def rasterize_tiles(means2d, covs2d, depths, colors, opacities, height: int, width: int, *,
                     background=None, tile_size: int = 16, truncate: float = 3.0, near: float = 0.01,
-                    chunk_elements: int = 1 << 22):
+                    chunk_elements: int = 1 << 22, validate: bool = True):
     """Tile-based rasteriser (3DGS): per-tile depth-sorted Gaussian lists, front-to-back compositing.
 
     Same arguments and image (H, W, C) as ``rasterize_reference(..., truncate=truncate)``; the
     two agree to rounding. Tiles are processed in chunks of at most ``chunk_elements``
-    pixel-Gaussian pairs (a loop over chunks of tiles, not over pixels).
+    pixel-Gaussian pairs (a loop over chunks of tiles, not over pixels). The per-tile lists have a
+    data-dependent length, so one call reads two sizes back from the device (the list length and
+    the number of tile-Gaussian pairs), as 3DGS' CUDA rasteriser does; the reference has none.
     """
-    _check_raster(means2d, covs2d, depths, colors, opacities, height, width, background, near)
+    _check_raster(means2d, covs2d, depths, colors, opacities, height, width, background, near, validate)
     check_int(chunk_elements, "chunk_elements", min=1)
     tile, gid = tile_assignment(means2d, covs2d, depths, height, width, tile_size=tile_size,
                                 truncate=truncate, near=near)
@@ -378,7 +403,7 @@ def rasterize_tiles(means2d, covs2d, depths, colors, opacities, height: int, wid
         q = cn[:, None, :, 0] * du * du + 2 * cn[:, None, :, 1] * du * dv + cn[:, None, :, 2] * dv * dv
         alpha = op[g][:, None] * torch.exp(-0.5 * q)
         alpha = torch.where(q <= k2, alpha, torch.zeros_like(alpha))
-        weights, t_final = transmittance_weights(alpha)
+        weights, t_final = transmittance_weights(alpha, validate=False)
         c = torch.bmm(weights, col[g])  # (c, tp, C)
         if background is not None:
             c = c + t_final.unsqueeze(-1) * background
@@ -416,22 +441,37 @@ def check_gaussians(params: dict) -> int:
 
 def render_gaussians(params: dict, viewmat: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int, *,
                      background=None, tile_size: int = 16, truncate: float = 3.0, near: float = 0.01,
-                     eps2d: float = 0.0, reference: bool = False) -> torch.Tensor:
-    """Render Gaussians (see ``check_gaussians``) seen by a camera: covariance, splatting, SH colour
-    from the viewing direction, rasterisation (tiles, or the plain reference). -> (H, W, C)."""
+                     eps2d: float = EPS2D, reference: bool = False) -> torch.Tensor:
+    """Render Gaussians (see ``check_gaussians``) seen by a camera: covariance, splatting (with the
+    dilation ``eps2d`` I, by default :data:`EPS2D` as in :func:`fit_gaussians`), SH colour from the
+    viewing direction, rasterisation (tiles, or the plain reference). -> (H, W, C)."""
     check_gaussians(params)
     _check_camera(viewmat, intrinsics, params["means"])
+    if not isinstance(reference, bool):
+        raise TypeError(f"reference: expected a bool, got {type(reference).__name__}")
+    return _render(params, viewmat, intrinsics, height, width, background=background, tile_size=tile_size,
+                   truncate=truncate, near=near, eps2d=eps2d, reference=reference)
+
+
+def _render(params, viewmat, intrinsics, height, width, *, background, tile_size, truncate, near, eps2d,
+            reference, keep_uv=False):
+    """The renderer without the parameter checks (fit_gaussians checks once before its loop).
+    With ``keep_uv`` also returns the projected means, with their gradient retained."""
     covs = covariance_3d(torch.exp(params["log_scales"]), params["quats"])
     uv, cov2d, z = project_gaussians(params["means"], covs, viewmat, intrinsics, eps2d=eps2d)
+    if keep_uv and uv.requires_grad:
+        uv.retain_grad()
     # Camera centre in world coordinates: -R^T t.
     centre = -viewmat[:3, :3].T @ viewmat[:3, 3]
     colors = sh_to_color(params["sh"], params["means"] - centre)
     opac = torch.sigmoid(params["opacity_logits"])
     if reference:
-        return rasterize_reference(uv, cov2d, z, colors, opac, height, width, background=background,
-                                   truncate=truncate, near=near)
-    return rasterize_tiles(uv, cov2d, z, colors, opac, height, width, background=background,
-                           tile_size=tile_size, truncate=truncate, near=near)
+        img = rasterize_reference(uv, cov2d, z, colors, opac, height, width, background=background,
+                                  truncate=truncate, near=near, validate=False)
+    else:
+        img = rasterize_tiles(uv, cov2d, z, colors, opac, height, width, background=background,
+                              tile_size=tile_size, truncate=truncate, near=near, validate=False)
+    return (img, uv) if keep_uv else img
 
 
 # --------------------------------------------------------------------------- adaptive density control
@@ -458,6 +498,7 @@ def split_gaussians(params: dict, mask: torch.Tensor, *, n_split: int = 2, facto
     _check_mask(mask, n, params)
     check_int(n_split, "n_split", min=1)
     check_float(factor, "factor", min=0.0, min_open=True)
+    check_generator(generator, "generator", params["means"].device)
     par = _select(params, mask)
     kids = {k: par[k].repeat_interleave(n_split, 0) for k in PARAM_KEYS}
     scales = torch.exp(kids["log_scales"])
@@ -510,19 +551,30 @@ def _check_mask(mask, n, params):
 
 # --------------------------------------------------------------------------- cameras
 
-def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
-    """World-to-camera (4, 4) for a camera at ``eye`` looking at ``target`` (camera +z forward, +y down
-    in the image, OpenCV); ``up`` is the world direction seen as up in the image (default -y, the
-    y-down OpenCV world). eye, target, up: (3,)."""
+def world_to_camera_look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
+    """World-to-camera (4, 4) matrix W = [R | -R eye] for a camera at ``eye`` looking at ``target``
+    (camera +z forward, +y down in the image, OpenCV); ``up`` is the world direction seen as up in
+    the image (default -y, the y-down OpenCV world). eye, target, up: (3,).
+
+    (impl.nerf's look-at returns a camera-to-world rotation looking along -z: a different matrix.)
+    Raises ValueError for a degenerate frame: eye == target, or ``up`` parallel to the view.
+    """
     check_tensor(eye, "eye", shape=(3,))
     check_tensor(target, "target", shape=(3,))
     check_same(eye, "eye", target=target)
     if up is None:
         up = eye.new_tensor([0.0, -1.0, 0.0])
     check_tensor(up, "up", shape=(3,))
+    check_same(eye, "eye", up=up)
     f = target - eye
-    f = f / f.norm()
+    dist = f.norm()
+    if not bool(dist > torch.finfo(eye.dtype).eps * eye.abs().max().clamp_min(1)):
+        raise ValueError("target: equals eye, so there is no viewing direction")
+    f = f / dist
     r = torch.linalg.cross(f, up)
+    # |f x up| = |up| sin(angle): below ~1e-6 (float64) the image's right axis is rounding noise
+    if not bool(r.norm() > math.sqrt(torch.finfo(eye.dtype).eps) * up.norm()):
+        raise ValueError("up: parallel to the viewing direction (or zero), so the camera's roll is undefined")
     r = r / r.norm()
     d = torch.linalg.cross(f, r)  # image "down"
     rot = torch.stack([r, d, f])
@@ -532,18 +584,122 @@ def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = N
     return m
 
 
+# --------------------------------------------------------------------------- initialising a scene
+
+def _inverse_sigmoid(p: torch.Tensor) -> torch.Tensor:
+    return torch.log(p) - torch.log1p(-p)
+
+
+def _dc_from_rgb(rgb: torch.Tensor, sh_degree: int) -> torch.Tensor:
+    """SH coefficients (N, K, C) whose colour is ``rgb`` (N, C) from every direction: the DC term
+    (rgb - 0.5) / Y_00 (3DGS' RGB2SH), the higher degrees zero."""
+    k = (sh_degree + 1) ** 2
+    sh = rgb.new_zeros(rgb.shape[0], k, rgb.shape[1])
+    sh[:, 0] = (rgb - 0.5) / SH_C0
+    return sh
+
+
+def init_gaussians_from_points(points: torch.Tensor, colors: torch.Tensor | None = None, *, neighbours: int = 3,
+                               sh_degree: int = 0, opacity: float = 0.1, chunk: int = 4096) -> dict:
+    """A Gaussian scene from a point cloud, as 3DGS initialises from SfM points: one isotropic
+    Gaussian per point with scale sqrt(mean squared distance to its ``neighbours`` nearest points),
+    identity rotation, opacity ``opacity`` and the point's colour (grey 0.5 if None) as the DC term.
+
+    points: (N, 3), N > neighbours; colors: (N, C) in [0, 1]. Returns a parameter dict
+    (see :func:`check_gaussians`). Distances in chunks of ``chunk`` points (memory chunk x N).
+    """
+    check_tensor(points, "points", ndim=2, shape=(None, 3), finite=True)
+    n = points.shape[0]
+    check_int(neighbours, "neighbours", min=1, max=max(n - 1, 1))
+    if n <= neighbours:
+        raise ValueError(f"points: need more than neighbours = {neighbours} points, got {n}")
+    check_int(sh_degree, "sh_degree", min=0, max=3)
+    check_float(opacity, "opacity", min=0.0, max=1.0, min_open=True, max_open=True)
+    check_int(chunk, "chunk", min=1)
+    if colors is None:
+        colors = torch.full((n, 3), 0.5, dtype=points.dtype, device=points.device)
+    check_tensor(colors, "colors", ndim=2, shape=(n, None))
+    check_same(points, "points", colors=colors)
+    check_range(colors, "colors", min=0.0, max=1.0)
+    d2 = []
+    for s in range(0, n, chunk):  # a loop over chunks of points, bounding memory at chunk x N
+        d = ((points[s:s + chunk, None, :] - points[None]) ** 2).sum(-1)   # exact, unlike cdist's matmul form
+        d[torch.arange(d.shape[0], device=d.device), torch.arange(s, s + d.shape[0], device=d.device)] = float("inf")
+        d2.append(d.topk(neighbours, dim=1, largest=False).values.mean(1))
+    scale = torch.cat(d2).sqrt().clamp_min(torch.finfo(points.dtype).tiny)  # coincident points: tiny, not 0
+    return dict(means=points.clone(), log_scales=torch.log(scale)[:, None].expand(n, 3).clone(),
+                quats=points.new_tensor([1.0, 0.0, 0.0, 0.0]).expand(n, 4).clone(),
+                opacity_logits=_inverse_sigmoid(torch.full((n,), opacity, dtype=points.dtype, device=points.device)),
+                sh=_dc_from_rgb(colors, sh_degree))
+
+
+def init_gaussians_from_image(image: torch.Tensor, n: int, intrinsics: torch.Tensor, *, depth: float = 1.0,
+                              sh_degree: int = 0, opacity: float = 0.5,
+                              generator: torch.Generator | None = None) -> dict:
+    """A Gaussian scene that starts as an image seen by the camera ``intrinsics`` at the identity
+    pose (world = camera frame): Gaussians at depth ``depth`` in front of n pixels (a regular grid
+    of about n pixels, or n distinct random pixels with ``generator``), each with its pixel's
+    colour, identity rotation and an isotropic scale whose projection is the pixel spacing.
+
+    image: (H, W, C) in [0, 1]; intrinsics: (3, 3). Returns a parameter dict (see
+    :func:`check_gaussians`) with about n Gaussians (exactly n with a generator).
+    """
+    check_tensor(image, "image", ndim=3)
+    h, w, _ = image.shape
+    check_int(n, "n", min=1, max=h * w)
+    check_tensor(intrinsics, "intrinsics", shape=(3, 3))
+    check_same(image, "image", intrinsics=intrinsics)
+    check_float(depth, "depth", min=0.0, min_open=True)
+    check_int(sh_degree, "sh_degree", min=0, max=3)
+    check_float(opacity, "opacity", min=0.0, max=1.0, min_open=True, max_open=True)
+    check_generator(generator, "generator", image.device)
+    check_range(image, "image", min=0.0, max=1.0)
+    dev, dt = image.device, image.dtype
+    if generator is None:
+        step = max(1.0, math.sqrt(h * w / n))
+        rows = torch.arange(step / 2, h, step, device=dev).long().clamp(max=h - 1)
+        cols = torch.arange(step / 2, w, step, device=dev).long().clamp(max=w - 1)
+        r, c = torch.meshgrid(rows, cols, indexing="ij")
+        r, c = r.reshape(-1), c.reshape(-1)
+    else:
+        step = math.sqrt(h * w / n)
+        idx = torch.randperm(h * w, generator=generator, device=dev)[:n]
+        r, c = idx // w, idx % w
+    fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
+    u, v = c.to(dt) + 0.5, r.to(dt) + 0.5
+    means = torch.stack([(u - cx) / fx * depth, (v - cy) / fy * depth, torch.full_like(u, depth)], -1)
+    scale = step * depth / torch.sqrt(fx * fy)  # projects to ~ the pixel spacing
+    m = means.shape[0]
+    return dict(means=means, log_scales=torch.log(scale).expand(m, 3).clone(),
+                quats=means.new_tensor([1.0, 0.0, 0.0, 0.0]).expand(m, 4).clone(),
+                opacity_logits=_inverse_sigmoid(torch.full((m,), opacity, dtype=dt, device=dev)),
+                sh=_dc_from_rgb(image[r, c], sh_degree))
+
+
 # --------------------------------------------------------------------------- fitting a scene
+
+class GaussianFit(NamedTuple):
+    """:func:`fit_gaussians`' result: the fitted parameter dict and the per-step training losses
+    (steps,), each the loss of the parameters before that step's update."""
+    params: dict
+    losses: torch.Tensor
+
 
 def fit_gaussians(params: dict, images: torch.Tensor, viewmats: torch.Tensor, intrinsics: torch.Tensor, *,
                   steps: int, lr: float = 0.01, densify_every: int = 0, densify_until: int | None = None,
                   grad_threshold: float = 0.0, scene_extent: float = 1.0, percent_dense: float = 0.01,
-                  background=None, eps2d: float = 0.3, generator: torch.Generator | None = None):
+                  background=None, eps2d: float = EPS2D, reference: bool = False,
+                  generator: torch.Generator | None = None) -> GaussianFit:
     """Fit Gaussians to posed images by Adam on the mean squared error, cycling through the views,
     with adaptive density control every ``densify_every`` steps (0: never) until ``densify_until``.
 
     params: Gaussian dict (see ``check_gaussians``); images: (V, H, W, C); viewmats: (V, 4, 4);
     intrinsics: (3, 3). The learning rate of the means is ``lr`` times ``scene_extent`` / 10, the
-    others' ``lr`` (opacity and scale logits 5 lr). Returns (fitted params, per-step losses (steps,)).
+    others' ``lr`` (opacity and scale logits 5 lr). Renders as :func:`render_gaussians` with the
+    same defaults (``eps2d`` = :data:`EPS2D`, tiles or ``reference``), so the fitted scene
+    rendered with the renderer's defaults has the training loss. Returns a :class:`GaussianFit`.
+    Inputs are checked once before the loop; a step reads nothing back from the device except
+    the tile rasteriser's two list sizes (none with ``reference=True``) and density control.
     """
     n = check_gaussians(params)
     check_tensor(images, "images", ndim=4)
@@ -555,11 +711,23 @@ def fit_gaussians(params: dict, images: torch.Tensor, viewmats: torch.Tensor, in
     check_float(lr, "lr", min=0.0, min_open=True)
     check_int(densify_every, "densify_every", min=0)
     check_float(scene_extent, "scene_extent", min=0.0, min_open=True)
+    check_float(eps2d, "eps2d", min=0.0)
+    check_float(grad_threshold, "grad_threshold", min=0.0)
+    check_float(percent_dense, "percent_dense", min=0.0)
+    check_generator(generator, "generator", images.device)
+    if not isinstance(reference, bool):
+        raise TypeError(f"reference: expected a bool, got {type(reference).__name__}")
+    if background is not None:
+        check_tensor(background, "background", shape=(images.shape[-1],))
+        check_same(images, "images", background=background)
+    if params["sh"].shape[2] != images.shape[-1]:
+        raise ValueError(f"params['sh']: {params['sh'].shape[2]} colour channels, images have {images.shape[-1]}")
     densify_until = steps if densify_until is None else check_int(densify_until, "densify_until", min=0)
     rates = {"means": lr * scene_extent / 10, "log_scales": 5 * lr, "quats": lr, "opacity_logits": 5 * lr, "sh": lr}
 
     def make_opt(p):
-        return torch.optim.Adam([{"params": [p[k]], "lr": rates[k]} for k in PARAM_KEYS])
+        # fused: the step count stays on the device (the unfused Adam reads it back every step)
+        return torch.optim.Adam([{"params": [p[k]], "lr": rates[k]} for k in PARAM_KEYS], fused=True)
 
     params = {k: params[k].detach().clone().requires_grad_(True) for k in PARAM_KEYS}
     opt = make_opt(params)
@@ -568,13 +736,8 @@ def fit_gaussians(params: dict, images: torch.Tensor, viewmats: torch.Tensor, in
     losses = []
     for step in range(steps):
         i = step % v
-        covs = covariance_3d(torch.exp(params["log_scales"]), params["quats"])
-        uv, cov2d, z = project_gaussians(params["means"], covs, viewmats[i], intrinsics, eps2d=eps2d)
-        uv.retain_grad()
-        centre = -viewmats[i, :3, :3].T @ viewmats[i, :3, 3]
-        colors = sh_to_color(params["sh"], params["means"] - centre)
-        img = rasterize_tiles(uv, cov2d, z, colors, torch.sigmoid(params["opacity_logits"]), h, w,
-                              background=background)
+        img, uv = _render(params, viewmats[i], intrinsics, h, w, background=background, tile_size=16, truncate=3.0,
+                          near=0.01, eps2d=eps2d, reference=reference, keep_uv=True)
         loss = ((img - images[i]) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -594,4 +757,4 @@ def fit_gaussians(params: dict, images: torch.Tensor, viewmats: torch.Tensor, in
                 opt = make_opt(params)
                 grad_sum = torch.zeros(params["means"].shape[0], dtype=images.dtype, device=images.device)
                 grad_cnt = torch.zeros_like(grad_sum)
-    return {k: params[k].detach() for k in PARAM_KEYS}, torch.stack(losses)
+    return GaussianFit({k: params[k].detach() for k in PARAM_KEYS}, torch.stack(losses))

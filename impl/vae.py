@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from impl._checks import check_float, check_int, check_same, check_tensor
+from impl._checks import (check_float, check_generator, check_index, check_int, check_probability, check_same,
+                          check_same_shape, check_tensor)
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -28,8 +29,8 @@ def kl_categorical(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     check_tensor(p, "p")
     check_tensor(q, "q", shape=tuple(p.shape))
     check_same(p, "p", q=q)
-    if (p < 0).any() or (q < 0).any():
-        raise ValueError("p: probabilities must be non-negative (and q too)")
+    check_probability(p, "p")
+    check_probability(q, "q")
     return torch.xlogy(p, p).sum(-1) - torch.xlogy(p, q).sum(-1)
 
 
@@ -39,14 +40,34 @@ def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -
     check_tensor(mu, "mu")
     check_tensor(logvar, "logvar")
     check_same(x, "x", mu=mu, logvar=logvar)
+    _check_broadcast(x, "x", mu=mu, logvar=logvar)
     return -0.5 * (LOG_2PI + logvar + (x - mu) ** 2 * torch.exp(-logvar)).sum(-1)
 
 
+def _check_broadcast(ref, ref_name, **others):
+    """The shapes broadcast against ``ref``'s without growing it (a prior (J,) against (B, J) is fine)."""
+    for name, t in others.items():
+        try:
+            out = torch.broadcast_shapes(ref.shape, t.shape)
+        except RuntimeError:
+            raise ValueError(f"{name}: shape {tuple(t.shape)} does not broadcast against {ref_name}'s "
+                             f"{tuple(ref.shape)}") from None
+        if tuple(out) != tuple(ref.shape):
+            raise ValueError(f"{name}: shape {tuple(t.shape)} would broadcast {ref_name}'s {tuple(ref.shape)} to {tuple(out)}")
+
+
 def kl_gaussian(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
-    """KL(N(mu_q, diag var_q) || N(mu_p, diag var_p)) in closed form: (..., J) -> (...)."""
+    """KL(N(mu_q, diag var_q) || N(mu_p, diag var_p)) in closed form: (..., J) -> (...).
+
+    mu_q, logvar_q: the same shape (..., J); mu_p, logvar_p: that shape or one that broadcasts to it
+    (a prior (J,) for a batch)."""
     for name, t in (("mu_q", mu_q), ("logvar_q", logvar_q), ("mu_p", mu_p), ("logvar_p", logvar_p)):
         check_tensor(t, name)
     check_same(mu_q, "mu_q", logvar_q=logvar_q, mu_p=mu_p, logvar_p=logvar_p)
+    if mu_q.ndim == 0:
+        raise ValueError("mu_q: expected (..., J), got a scalar")
+    check_same_shape(mu_q, "mu_q", logvar_q=logvar_q)
+    _check_broadcast(mu_q, "mu_q", mu_p=mu_p, logvar_p=logvar_p)
     ratio = torch.exp(logvar_q - logvar_p)
     return 0.5 * (ratio + (mu_q - mu_p) ** 2 * torch.exp(-logvar_p) - 1 - (logvar_q - logvar_p)).sum(-1)
 
@@ -72,6 +93,7 @@ def reparametrise(mu: torch.Tensor, logvar: torch.Tensor, *, n: int | None = Non
     check_tensor(mu, "mu")
     check_tensor(logvar, "logvar", shape=tuple(mu.shape))
     check_same(mu, "mu", logvar=logvar)
+    check_generator(generator, "generator", mu.device)
     shape = mu.shape if n is None else (check_int(n, "n", min=1),) + tuple(mu.shape)
     eps = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + torch.exp(0.5 * logvar) * eps
@@ -84,26 +106,47 @@ def kl_monte_carlo(mu_q, logvar_q, mu_p, logvar_p, *, n: int,
     Returns (estimate, standard error), each of shape (...).
     """
     check_int(n, "n", min=2)
+    check_tensor(mu_p, "mu_p")
+    check_tensor(logvar_p, "logvar_p")
     z = reparametrise(mu_q, logvar_q, n=n, generator=generator)
     check_same(mu_q, "mu_q", mu_p=mu_p, logvar_p=logvar_p)
+    _check_broadcast(mu_q, "mu_q", mu_p=mu_p, logvar_p=logvar_p)
     d = gaussian_log_prob(z, mu_q, logvar_q) - gaussian_log_prob(z, mu_p, logvar_p)
     return d.mean(0), d.std(0) / math.sqrt(n)
 
 
+def _cholesky_pd(S: torch.Tensor, name: str) -> torch.Tensor:
+    """Cholesky factor of a batch of symmetric positive-definite matrices; the factorisation the KL
+    needs anyway doubles as the check (a negative or zero eigenvalue makes it fail)."""
+    scale = S.abs().amax(dim=(-1, -2), keepdim=True).clamp_min(torch.finfo(S.dtype).tiny)
+    asym = ((S - S.transpose(-1, -2)).abs() / scale).amax()
+    L, info = torch.linalg.cholesky_ex(S)
+    # one read of both flags: a single host synchronisation
+    ok = torch.stack([asym <= torch.finfo(S.dtype).eps ** 0.5, (info == 0).all()]).tolist()
+    if not ok[0]:
+        raise ValueError(f"{name}: covariance must be symmetric, max relative asymmetry {asym.item():.3g}")
+    if not ok[1]:
+        raise ValueError(f"{name}: covariance must be positive definite (Cholesky failed: an eigenvalue <= 0)")
+    return L
+
+
 def kl_mvn(m0: torch.Tensor, S0: torch.Tensor, m1: torch.Tensor, S1: torch.Tensor) -> torch.Tensor:
-    """KL(N(m0, S0) || N(m1, S1)) for full covariances: m (..., J), S (..., J, J) -> (...)."""
+    """KL(N(m0, S0) || N(m1, S1)) for full covariances: m (..., J), S (..., J, J) symmetric positive
+    definite -> (...)."""
     check_tensor(m0, "m0")
+    if m0.ndim == 0:
+        raise ValueError("m0: expected (..., J), got a scalar")
     check_tensor(m1, "m1", shape=tuple(m0.shape))
     check_tensor(S0, "S0", shape=tuple(m0.shape) + (m0.shape[-1],))
     check_tensor(S1, "S1", shape=tuple(m0.shape) + (m0.shape[-1],))
     check_same(m0, "m0", S0=S0, m1=m1, S1=S1)
-    L1 = torch.linalg.cholesky(S1)
+    L0, L1 = _cholesky_pd(S0, "S0"), _cholesky_pd(S1, "S1")
     J = m0.shape[-1]
     M = torch.cholesky_solve(S0, L1)
     diff = (m1 - m0).unsqueeze(-1)
     maha = (diff * torch.cholesky_solve(diff, L1)).sum((-2, -1))
     logdet1 = 2 * torch.log(torch.diagonal(L1, dim1=-2, dim2=-1)).sum(-1)
-    logdet0 = torch.linalg.slogdet(S0)[1]
+    logdet0 = 2 * torch.log(torch.diagonal(L0, dim1=-2, dim2=-1)).sum(-1)
     return 0.5 * (torch.diagonal(M, dim1=-2, dim2=-1).sum(-1) + maha - J + logdet1 - logdet0)
 
 
@@ -145,10 +188,16 @@ def linear_gaussian_elbo_terms(x, W, b, sigma2: float, m: torch.Tensor, S: torch
     Returns (reconstruction E_q log p(x | z), KL(q || p(z)), KL(q || p(z | x))), each (B,).
     x: (B, Dx), m: (B, J), S: (J, J) or (B, J, J).
     """
+    check_tensor(x, "x", ndim=2)
+    check_tensor(W, "W", shape=(x.shape[1], None))
+    check_tensor(b, "b", shape=(x.shape[1],))
+    check_float(sigma2, "sigma2", min=0, min_open=True)
     check_tensor(m, "m", shape=(x.shape[0], W.shape[1]))
-    check_tensor(S, "S", ndim=(2, 3))
-    check_same(x, "x", m=m, S=S)
     Dx, J = W.shape
+    check_tensor(S, "S", ndim=(2, 3))
+    if tuple(S.shape) not in ((J, J), (x.shape[0], J, J)):
+        raise ValueError(f"S: expected shape ({J}, {J}) or ({x.shape[0]}, {J}, {J}), got {tuple(S.shape)}")
+    check_same(x, "x", W=W, b=b, m=m, S=S)
     S = S.expand(x.shape[0], J, J)
     resid = x - b - m @ W.T
     trace = torch.einsum("ij,bjk,ik->b", W, S, W)
@@ -213,6 +262,7 @@ class VAE(nn.Module):
         """Ancestral sampling: z ~ p(z), x_hat ~ p(x | z). Returns (n, x_dim)."""
         check_int(n, "n", min=1)
         p = next(self.parameters())
+        check_generator(generator, "generator", p.device)
         z = torch.randn(n, self.z_dim, generator=generator, device=p.device, dtype=p.dtype)
         mu_x, logvar_x = self.decode(z)
         return reparametrise(mu_x, logvar_x, generator=generator)
@@ -257,6 +307,10 @@ def vq_losses(z: torch.Tensor, codebook: torch.Tensor, indices: torch.Tensor, *,
     check_tensor(z, "z")
     check_tensor(codebook, "codebook", ndim=2)
     check_tensor(indices, "indices", floating=False, shape=tuple(z.shape[:-1]))
+    check_same(z, "z", codebook=codebook)
+    if codebook.shape[1] != z.shape[-1]:
+        raise ValueError(f"codebook: width {codebook.shape[1]} differs from z's {z.shape[-1]}")
+    check_index(indices, "indices", codebook.shape[0])
     check_float(beta, "beta", min=0)
     e = codebook[indices]
     return F.mse_loss(e, z.detach()), beta * F.mse_loss(z, e.detach())
@@ -288,6 +342,9 @@ class VRNN(nn.Module):
         check_tensor(x, "x", shape=(None, None, self.x_dim))
         check_tensor(z, "z", shape=(x.shape[0], x.shape[1], self.z_dim))
         check_same(x, "x", z=z)
+        for name, v in (("x", x), ("z", z)):
+            if not bool(((v == 0) | (v == 1)).all()):
+                raise ValueError(f"{name}: entries must be 0 or 1 (binary x_t and z_t)")
 
     def log_factors(self, x: torch.Tensor, z: torch.Tensor):
         """Per-step log p(z_t | .), log p(x_t | .), log q(z_t | .): each (B, T)."""

@@ -166,3 +166,80 @@ def test_bad_input():
         appendix.bayes_posterior(torch.ones(2, 3), torch.ones(3))
     with pytest.raises(ValueError, match="prior"):
         appendix.bayes_posterior(torch.ones(2, 3), -torch.ones(2))
+
+
+def test_bad_preconditions_are_rejected_by_name():
+    F64 = torch.float64
+    x = torch.zeros(2, dtype=F64)
+    asym = torch.tensor([[1.0, 0.5], [0.0, 1.0]], dtype=F64)          # Cholesky would read only the lower half
+    singular = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=F64)
+    cases = [
+        (lambda: appendix.gaussian_log_density(x, x, asym), "sigma"),
+        (lambda: appendix.gaussian_density(x, x, asym), "sigma"),
+        (lambda: appendix.gaussian_density(x, x, singular), "sigma"),
+        (lambda: appendix.gaussian_density(x, x, -torch.eye(2, dtype=F64)), "sigma"),
+        (lambda: appendix.gaussian_density(x, torch.zeros(3, dtype=F64), torch.eye(2, dtype=F64)), "sigma"),
+        (lambda: appendix.det_rank_one_update(singular, x, x), "A"),
+        (lambda: appendix.bayes_posterior(torch.full((2, 2), 0.5, dtype=F64), torch.tensor([0.7, 0.7], dtype=F64)),
+         "prior"),
+        (lambda: appendix.bayes_posterior(torch.tensor([[1.5, 0.0], [0.0, 1.0]], dtype=F64),
+                                          torch.tensor([0.5, 0.5], dtype=F64)), "likelihood"),
+        (lambda: appendix.bayes_posterior(torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=F64),
+                                          torch.tensor([0.5, 0.5], dtype=F64)), "likelihood"),    # P(B = 1) = 0
+    ]
+    for fn, name in cases:
+        with pytest.raises((TypeError, ValueError), match=name):
+            fn()
+
+
+def test_bad_inputs_are_refused_by_exact_name():
+    F64 = torch.float64
+    x, I2 = torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64)
+    lik = torch.full((2, 2), 0.5, dtype=F64)
+    pr = torch.tensor([0.5, 0.5], dtype=F64)
+    cases = [
+        (lambda: appendix.gaussian_log_density([0.0, 0.0], x, I2), TypeError, "^x: "),
+        (lambda: appendix.gaussian_log_density(x, [0.0, 0.0], I2), TypeError, "^mu: "),
+        (lambda: appendix.gaussian_log_density(x, x, [[1.0, 0.0], [0.0, 1.0]]), TypeError, "^sigma: "),
+        (lambda: appendix.gaussian_log_density(x, x, torch.ones(2, dtype=F64)), ValueError, "^sigma: "),
+        (lambda: appendix.gaussian_log_density(x, x.float(), I2), TypeError, "^mu: "),
+        (lambda: appendix.gaussian_log_density(x, x, torch.eye(3, dtype=F64)), ValueError, "^sigma: "),
+        (lambda: appendix.gaussian_log_density(x, x, -I2), ValueError, "^sigma: not positive definite"),
+        (lambda: appendix.gaussian_density([0.0, 0.0], x, I2), TypeError, "^x: "),
+        (lambda: appendix.gaussian_density(x, [0.0, 0.0], I2), TypeError, "^mu: "),
+        (lambda: appendix.gaussian_density(x, x, [[1.0, 0.0], [0.0, 1.0]]), TypeError, "^sigma: "),
+        (lambda: appendix.gaussian_density(x, x, I2.float()), TypeError, "^sigma: "),
+        (lambda: appendix.det_rank_one_update([[1.0]], x, x), TypeError, "^A: "),
+        (lambda: appendix.det_rank_one_update(I2, [0.0, 0.0], x), TypeError, "^u: "),
+        (lambda: appendix.det_rank_one_update(I2, x, torch.zeros(3, dtype=F64)), ValueError, "^v: "),
+        (lambda: appendix.det_rank_one_update(torch.ones(2, 3, dtype=F64), x, x), ValueError, "^A: "),
+        (lambda: appendix.det_rank_one_update(I2, x, x.float()), TypeError, "^v: "),
+        (lambda: appendix.bayes_posterior([[0.5]], pr), TypeError, "^likelihood: "),
+        (lambda: appendix.bayes_posterior(lik, [0.5, 0.5]), TypeError, "^prior: "),
+        (lambda: appendix.bayes_posterior(lik, torch.full((3,), 1 / 3, dtype=F64)), ValueError, "^prior: expected 2"),
+        (lambda: appendix.bayes_posterior(lik, pr.float()), TypeError, "^prior: "),
+        (lambda: appendix.bayes_posterior(-lik, pr), ValueError, "^likelihood: "),
+    ]
+    for fn, exc, pattern in cases:
+        with pytest.raises(exc, match=pattern):
+            fn()
+
+
+def test_appendix_functions_broadcast_and_batch():
+    # batched inputs: one density per row, one determinant per matrix, posteriors per column
+    F64 = torch.float64
+    g = generator(3)
+    M = torch.randn(4, 3, 3, generator=g, dtype=F64)
+    S = M @ M.transpose(-1, -2) + torch.eye(3, dtype=F64)
+    x, mu = torch.randn(4, 3, generator=g, dtype=F64), torch.randn(4, 3, generator=g, dtype=F64)
+    ref = torch.distributions.MultivariateNormal(mu, covariance_matrix=S).log_prob(x)
+    torch.testing.assert_close(appendix.gaussian_log_density(x, mu, S), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(appendix.gaussian_density(x, mu, S), ref.exp(), rtol=1e-11, atol=0)
+    u, v = torch.randn(4, 3, generator=g, dtype=F64), torch.randn(4, 3, generator=g, dtype=F64)
+    torch.testing.assert_close(appendix.det_rank_one_update(S, u, v),
+                               torch.linalg.det(S + u[..., :, None] * v[..., None, :]), rtol=1e-10, atol=1e-10)
+    lik = torch.softmax(torch.randn(2, 3, 5, generator=g, dtype=F64), -1)
+    prior = torch.softmax(torch.randn(2, 3, generator=g, dtype=F64), -1)
+    post = appendix.bayes_posterior(lik, prior)
+    torch.testing.assert_close(post.sum(-2), torch.ones(2, 5, dtype=F64))
+    torch.testing.assert_close(post * (lik * prior[..., None]).sum(-2, keepdim=True), lik * prior[..., None])

@@ -37,37 +37,99 @@ def test_autoencoder_maps_x_to_z_to_x(device):
     assert after < 1e-10 * before
 
 
-@pytest.mark.claim("generative.linear-ae-pca")
+@pytest.mark.claim("generative.linear-ae-pca", role="corrects")
 def test_linear_autoencoder_spans_the_pca_subspace(record_property):
     torch.manual_seed(1)
     x = _data()
     k = 2
-    ae = Autoencoder(6, k)
-    ae.double()
-    loss = fit_autoencoder(ae, x, steps=500)
     xc = (x - x.mean(0)).numpy()
     _, s, Vt = np.linalg.svd(xc, full_matrices=False)
-    angles = scipy.linalg.subspace_angles(ae.g.weight.detach().numpy(), Vt[:k].T)
-    assert angles.max() < 1e-5
     discarded = float((s[k:] ** 2).sum() / len(xc))  # Eckart-Young: the PCA reconstruction error
-    assert loss == pytest.approx(discarded, rel=1e-8)
-    # reconstructions are the PCA projections
-    pca = xc @ Vt[:k].T @ Vt[:k] + x.mean(0).numpy()
-    np.testing.assert_allclose(ae(x).detach().numpy(), pca, atol=1e-5)
+    # affine (with biases) on uncentred data, and purely linear on centred data: both are PCA
+    for ae, data, mean in ((Autoencoder(6, k).double(), x, x.mean(0).numpy()),
+                           (Autoencoder(6, k, bias=False).double(), torch.from_numpy(xc), 0.0)):
+        loss = fit_autoencoder(ae, data, steps=500)
+        angles = scipy.linalg.subspace_angles(ae.g.weight.detach().numpy(), Vt[:k].T)
+        assert angles.max() < 1e-5
+        assert loss == pytest.approx(discarded, rel=1e-8)
+        # reconstructions are the PCA projections
+        pca = xc @ Vt[:k].T @ Vt[:k] + mean
+        np.testing.assert_allclose(ae(data).detach().numpy(), pca, atol=1e-5)
     record_property("evidence", f"max principal angle {angles.max():.1e} rad; loss {loss:.6f} = discarded variance {discarded:.6f}")
 
 
-@pytest.mark.claim("generative.under-overcomplete")
-def test_undercomplete_must_compress_overcomplete_can_copy():
+@pytest.mark.claim("generative.linear-ae-pca", role="refutes")
+def test_bias_free_linear_autoencoder_on_uncentred_data_is_not_pca(record_property):
+    torch.manual_seed(1)
+    x = _data() + 2.0  # a clear mean offset
+    k = 2
+    ae = Autoencoder(6, k, bias=False).double()
+    loss = fit_autoencoder(ae, x, steps=500)
+    xn = x.numpy()
+    _, s_raw, V_raw = np.linalg.svd(xn, full_matrices=False)          # second-moment eigenvectors
+    _, s_c, V_c = np.linalg.svd(xn - xn.mean(0), full_matrices=False)  # PCA
+    raw_tail, discarded = float((s_raw[k:] ** 2).sum() / len(xn)), float((s_c[k:] ** 2).sum() / len(xn))
+    # the optimum of min |x - D E x|^2 is the truncated SVD of the uncentred data (Eckart-Young) ...
+    assert loss == pytest.approx(raw_tail, rel=1e-6)
+    assert scipy.linalg.subspace_angles(ae.g.weight.detach().numpy(), V_raw[:k].T).max() < 1e-4
+    # ... not PCA: another subspace and a larger error than the discarded variance
+    angle = scipy.linalg.subspace_angles(ae.g.weight.detach().numpy(), V_c[:k].T).max()
+    assert angle > 0.1 and loss > 1.2 * discarded
+    record_property("evidence", f"linear AE without biases, mean offset 2: error {loss:.3f} > PCA's {discarded:.3f}, "
+                    f"decoder subspace {angle:.2f} rad from the principal one")
+
+
+def _curve(n=200, seed=0):
+    t = torch.rand(n, generator=generator(seed), dtype=torch.float64) * 2 - 1
+    return torch.stack([t, 2 * t ** 2], 1)
+
+
+def _curve_autoencoder(eps=1e-2, c=1.0):
+    """The project's tanh Autoencoder(2, 1, hidden=4) with weights set by hand so that
+    f(x) ~ x_1 and g(z) ~ (z, 2 z^2) (a second difference of tanh gives the square)."""
+    ae = Autoencoder(2, 1, hidden=4).double()
+    d2 = -2 * np.tanh(c) / np.cosh(c) ** 2  # tanh''(c)
+    with torch.no_grad():
+        for m in list(ae.f) + list(ae.g):
+            if isinstance(m, torch.nn.Linear):
+                m.weight.zero_()
+                m.bias.zero_()
+        ae.f[0].weight[0, 0] = eps          # h = tanh(eps x_1)
+        ae.f[2].weight[0, 0] = 1 / eps      # z = tanh(eps x_1) / eps ~ x_1
+        ae.g[0].weight[:, 0] = torch.tensor([eps, eps, -eps, 0.0], dtype=torch.float64)
+        ae.g[0].bias[:] = torch.tensor([0.0, c, c, c], dtype=torch.float64)
+        ae.g[2].weight[0, 0] = 1 / eps      # x_1 ~ tanh(eps z) / eps
+        ae.g[2].weight[1, 1:] = torch.tensor([1.0, 1.0, -2.0], dtype=torch.float64) * 2 / (eps ** 2 * d2)
+    return ae
+
+
+@pytest.mark.claim("generative.under-overcomplete", role="refutes")
+def test_nonlinear_undercomplete_autoencoder_beats_the_discarded_variance(record_property):
+    x = _curve()
+    s = np.linalg.svd((x - x.mean(0)).numpy(), compute_uv=False)
+    discarded = float(s[1] ** 2 / len(x))
+    with torch.no_grad():
+        err = float(reconstruction_loss(x, _curve_autoencoder()(x)))
+    assert is_undercomplete(2, 1)
+    assert discarded > 0.25 and err < 1e-3 * discarded
+    record_property("evidence", f"x = (t, 2t^2), t ~ U(-1, 1), |Z| = 1: discarded variance {discarded:.3f}, "
+                    f"tanh autoencoder error {err:.1e}")
+
+
+@pytest.mark.claim("generative.under-overcomplete", role="corrects")
+def test_linear_undercomplete_must_compress_overcomplete_can_copy():
     assert is_undercomplete(6, 2) and not is_undercomplete(6, 6) and not is_undercomplete(6, 9)
     torch.manual_seed(2)
-    x = _data()
-    s = np.linalg.svd((x - x.mean(0)).numpy(), compute_uv=False)
-    for z_dim in (2,):
+    for x in (_data(), _curve()):
+        d = x.shape[1]
+        s = np.linalg.svd((x - x.mean(0)).numpy(), compute_uv=False)
+        z_dim = d // 3 if d > 2 else 1
         bound = float((s[z_dim:] ** 2).sum() / len(x))
-        assert fit_autoencoder(Autoencoder(6, z_dim).double(), x, steps=300) >= bound * (1 - 1e-9) > 0.01
-    total = float(((x - x.mean(0)) ** 2).sum(1).mean())
-    assert fit_autoencoder(Autoencoder(6, 9).double(), x, steps=150) < 1e-9 * total
+        # linear (affine) undercomplete: at least the discarded variance, and the optimum attains it
+        err = fit_autoencoder(Autoencoder(d, z_dim).double(), x, steps=300)
+        assert bound * (1 - 1e-9) <= err <= bound * (1 + 1e-6) and bound > 0.01
+        total = float(((x - x.mean(0)) ** 2).sum(1).mean())
+        assert fit_autoencoder(Autoencoder(d, d + 3).double(), x, steps=150) < 1e-9 * total
 
 
 @pytest.mark.claim("generative.overcomplete-denoising")
@@ -123,19 +185,74 @@ def test_fit_returns_the_denoising_objective():
         assert loss != pytest.approx(float(reconstruction_loss(x, ae(x))), rel=1e-3)
 
 
-@pytest.mark.claim("generative.autoencoder")
 def test_bad_inputs_are_rejected():
-    with pytest.raises(ValueError, match="z_dim"):
+    with pytest.raises(ValueError, match="^z_dim:"):
         Autoencoder(3, 0)
-    with pytest.raises(TypeError, match="x_dim"):
+    with pytest.raises(TypeError, match="^x_dim:"):
         is_undercomplete(3.0, 2)
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match="^x:"):
         Autoencoder(3, 2).encode(torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="z"):
+    with pytest.raises(ValueError, match="^z:"):
         Autoencoder(3, 2).decode(torch.zeros(2, 3))
-    with pytest.raises(ValueError, match="x_hat"):
+    with pytest.raises(ValueError, match="^x_hat:"):
         reconstruction_loss(torch.zeros(2, 3), torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="noise_std"):
+    with pytest.raises(ValueError, match="^noise_std:"):
         corrupt(torch.zeros(2, 3), -1.0)
-    with pytest.raises(TypeError, match="model"):
+    with pytest.raises(TypeError, match="^model:"):
         fit_autoencoder(torch.nn.Linear(3, 3), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="^noise_std:"):
+        fit_autoencoder(Autoencoder(3, 2), torch.zeros(2, 3), noise_std=-0.5)
+    with pytest.raises(TypeError, match="^x:"):
+        fit_autoencoder(Autoencoder(3, 2), torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="^steps:"):
+        fit_autoencoder(Autoencoder(3, 2), torch.zeros(2, 3), steps=0)
+    with pytest.raises(TypeError, match="^bias:"):
+        Autoencoder(3, 2, bias=1)
+    with pytest.raises(ValueError, match="^bias:"):
+        Autoencoder(3, 2, hidden=4, bias=False)
+    with pytest.raises(TypeError, match="^generator:"):
+        corrupt(torch.zeros(2, 3), 0.1, generator=0)
+
+
+def test_state_dict_round_trip():
+    for hidden, bias in ((None, True), (None, False), (7, True)):
+        torch.manual_seed(0)
+        a, b = Autoencoder(4, 2, hidden=hidden, bias=bias).double(), Autoencoder(4, 2, hidden=hidden, bias=bias).double()
+        b.load_state_dict(a.state_dict())
+        x = torch.randn(5, 4, dtype=torch.float64)
+        torch.testing.assert_close(b(x), a(x), rtol=0, atol=0)
+
+
+def test_extreme_inputs_stay_finite():
+    ae = Autoencoder(3, 2, hidden=4).double()
+    x = torch.tensor([[1e150, -1e150, 0.0]], dtype=torch.float64)
+    assert torch.isfinite(ae(x)).all()  # tanh saturates
+
+
+def test_smallest_valid_sizes_are_accepted_and_zero_is_not():
+    for kw in (dict(), dict(hidden=1)):
+        ae = Autoencoder(1, 1, **kw).double()
+        assert ae(torch.zeros(2, 1, dtype=torch.float64)).shape == (2, 1)
+        assert is_undercomplete(2, 1) and not is_undercomplete(1, 1)
+    with pytest.raises(ValueError, match="^x_dim:"):
+        Autoencoder(0, 2)
+    with pytest.raises(ValueError, match="^hidden:"):
+        Autoencoder(3, 2, hidden=0)
+    with pytest.raises(ValueError, match="^x_dim:"):
+        is_undercomplete(0, 1)
+    with pytest.raises(ValueError, match="^z_dim:"):
+        is_undercomplete(2, 0)
+    with pytest.raises(TypeError, match="^model's parameters:|^x:"):
+        fit_autoencoder(Autoencoder(3, 2), torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="^x:"):
+        fit_autoencoder(Autoencoder(3, 2), torch.zeros(2, 4))
+    assert isinstance(fit_autoencoder(Autoencoder(2, 1).double(), torch.eye(2, dtype=torch.float64), steps=1), float)
+
+
+def test_reconstruction_loss_and_corrupt_check_their_tensors():
+    with pytest.raises(ValueError, match="^x:"):
+        reconstruction_loss(torch.zeros(3), torch.zeros(3))
+    with pytest.raises(TypeError, match="^x_hat:"):
+        reconstruction_loss(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="^x:"):
+        corrupt([0.0, 1.0], 0.1)

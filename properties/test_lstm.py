@@ -65,6 +65,58 @@ def test_gradients_match_torch_lstm():
     torch.testing.assert_close(W.grad, W_torch_grad)
 
 
+@pytest.mark.claim("lstm.equations")
+@settings(max_examples=10)
+@given(seed=seeds(), T=st.integers(1, 9), bias=st.booleans())
+def test_fast_path_equals_the_plain_unrolled_lstm(seed, T, bias):
+    # values and all five gradients, against autograd through the plain loop; the final state's
+    # gradients too (a mutant that drops d_hT or d_cT in the hand-written backward fails here)
+    g = generator(seed)
+    B, D, H = 2, 3, 4
+    x = torch.randn(T, B, D, generator=g, dtype=torch.float64)
+    h0, c0 = (torch.randn(B, H, generator=g, dtype=torch.float64) for _ in range(2))
+    W = torch.randn(4 * H, D + H, generator=g, dtype=torch.float64)
+    b = torch.randn(4 * H, generator=g, dtype=torch.float64) if bias else None
+    w_hs, w_h, w_c = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((T, B, H), (B, H), (B, H)))
+    grads = []
+    for fn in (L.lstm_sequence, L.lstm_sequence_fast):
+        leaves = [t.clone().requires_grad_(True) for t in (x, h0, c0, W) + ((b,) if bias else ())]
+        hs, (h, c) = fn(*leaves[:4], leaves[4] if bias else None)
+        ((hs * w_hs).sum() + (h * w_h).sum() + (c * w_c).sum()).backward()
+        grads.append([hs.detach(), h.detach(), c.detach()] + [t.grad for t in leaves])
+    for ours, ref in zip(grads[1], grads[0]):
+        torch.testing.assert_close(ours, ref, **tol(torch.float64))
+
+
+@pytest.mark.claim("lstm.equations")
+def test_gradcheck_fast_path():
+    g = generator(5)
+    x = torch.randn(4, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    h0, c0 = (torch.randn(2, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    W = torch.randn(16, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(16, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def f(*a):
+        hs, (h, c) = L.lstm_sequence_fast(*a)
+        return hs, h, c
+
+    assert torch.autograd.gradcheck(f, (x, h0, c0, W, b))
+
+
+@pytest.mark.claim("lstm.equations")
+def test_fast_path_on_device(device):
+    ref = _torch_lstm(5, 8, 6, True, torch.float32, device)
+    x = torch.randn(12, 3, 5, generator=generator(6)).to(device)
+    z = torch.zeros(3, 8, device=device)
+    W, b = (p.detach() for p in L.weights_from_torch(ref))
+    with torch.no_grad():
+        out, (hT, cT) = ref(x)
+        hs, (h, c) = L.lstm_sequence_fast(x, z, z, W, b)
+    # float32, 12 contracting gated steps of 13-term sums: a few ulps per step, tol(float32)
+    torch.testing.assert_close(hs, out, **tol(torch.float32))
+    torch.testing.assert_close(c, cT[0], **tol(torch.float32))
+
+
 def _with_grads(m):
     # a module whose weights are the reference's gradients, so weights_from_torch maps them too
     c = torch.nn.LSTM(m.input_size, m.hidden_size).double()
@@ -111,8 +163,8 @@ def test_module_matches_torch_lstm():
     k = H ** -0.5
     torch.manual_seed(11)
     fresh = L.LSTM(D, H)
-    for p in (fresh.W, fresh.b):  # >= 4H = 64 uniform draws: max |p| > 0.9 k with probability 1 - 0.9^64 (fixed seed)
-        assert p.abs().max().item() <= k and p.abs().max().item() > 0.9 * k
+    for p in (fresh.W, fresh.b):  # >= 4H = 64 uniform draws: both ends within 0.1 k with probability >= 1 - 2 (0.95)^64 (fixed seed)
+        assert p.abs().max().item() <= k and p.max().item() > 0.9 * k and p.min().item() < -0.9 * k
 
 
 @pytest.mark.claim("lstm.gate-roles")
@@ -183,27 +235,62 @@ def test_error_flows_unchanged_over_many_steps(record_property):
     record_property("evidence", f"||dc_100/dc_0 - I|| = {err:.1e} (forget gate 1); vanilla RNN ||dh_100/dh_0|| = {vanilla:.1e}")
 
 
+def _rejects(exc, name, fn, *args, **kwargs):
+    # the message must start with the argument's own name (a mutant that names another argument,
+    # or none, fails); messages are "name: what is wrong"
+    with pytest.raises(exc, match=rf"^{name}:"):
+        fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("seq", [L.lstm_sequence, L.lstm_sequence_fast])
+def test_bad_input_to_the_sequence(seq):
+    x, h, c, W = torch.zeros(5, 2, 3), torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(16, 7)
+    _rejects(ValueError, "x", seq, torch.zeros(2, 3), h, c, W)
+    _rejects(ValueError, "h0", seq, x, torch.zeros(3, 4), torch.zeros(3, 4), W)
+    _rejects(ValueError, "h0", seq, x, torch.zeros(2, 4, 1), c, W)
+    _rejects(ValueError, "c0", seq, x, h, torch.zeros(2, 5), W)
+    _rejects(ValueError, "W", seq, x, h, c, torch.zeros(16, 6))
+    _rejects(ValueError, "b", seq, x, h, c, W, torch.zeros(15))
+    _rejects(TypeError, "b", seq, x, h, c, W, torch.zeros(16, dtype=torch.float64))
+    for name, bad in (("x", x.double()), ("h0", h.double()), ("c0", c.double())):
+        args = dict(x=x, h0=h, c0=c) | {name: bad}
+        _rejects(TypeError, name, seq, args["x"], args["h0"], args["c0"], W)
+
+
 def test_bad_input():
     W = torch.zeros(16, 7)
-    with pytest.raises(ValueError, match="W"):
-        L.lstm_cell(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(16, 6))
-    with pytest.raises(ValueError, match="c_prev"):
-        L.lstm_cell(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 5), W)
-    with pytest.raises(ValueError, match="b"):
-        L.lstm_cell(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4), W, torch.zeros(15))
-    with pytest.raises(ValueError, match="h_prev"):
-        L.lstm_cell(torch.zeros(2, 3), torch.zeros(3, 4), torch.zeros(3, 4), W)
-    with pytest.raises(ValueError, match="x"):
-        L.lstm_sequence(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4), W)
-    with pytest.raises(ValueError, match="c0"):
-        L.lstm_sequence(torch.zeros(5, 2, 3), torch.zeros(2, 4), torch.zeros(2, 5), W)
-    with pytest.raises(ValueError, match="h0"):
-        L.lstm_sequence(torch.zeros(5, 2, 3), torch.zeros(3, 4), torch.zeros(3, 4), W)
-    with pytest.raises(TypeError, match="lstm"):
-        L.weights_from_torch(torch.nn.GRU(3, 4))
-    with pytest.raises(ValueError, match="lstm"):
-        L.weights_from_torch(torch.nn.LSTM(3, 4, num_layers=2))
-    with pytest.raises(ValueError, match="hidden_size"):
-        L.LSTM(3, 0)
-    with pytest.raises(TypeError, match="x_t"):
-        L.lstm_cell(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 4), torch.zeros(2, 4), W)
+    x, h, c = torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4)
+    _rejects(ValueError, "W", L.lstm_cell, x, h, c, torch.zeros(16, 6))
+    _rejects(ValueError, "c_prev", L.lstm_cell, x, h, torch.zeros(2, 5), W)
+    _rejects(ValueError, "b", L.lstm_cell, x, h, c, W, torch.zeros(15))
+    _rejects(TypeError, "b", L.lstm_cell, x, h, c, W, torch.zeros(16, dtype=torch.float64))
+    _rejects(ValueError, "h_prev", L.lstm_cell, x, torch.zeros(3, 4), torch.zeros(3, 4), W)
+    _rejects(ValueError, "h_prev", L.lstm_cell, x, torch.zeros(2, 4, 1), c, W)
+    _rejects(ValueError, "x_t", L.lstm_cell, torch.zeros(2, 3, 1), h, c, W)
+    _rejects(TypeError, "x_t", L.lstm_cell, x.double(), h, c, W)
+    _rejects(TypeError, "h_prev", L.lstm_cell, x, h.double(), c, W)
+    _rejects(TypeError, "c_prev", L.lstm_cell, x, h, c.double(), W)
+    _rejects(TypeError, "lstm", L.weights_from_torch, torch.nn.GRU(3, 4))
+    _rejects(ValueError, "lstm", L.weights_from_torch, torch.nn.LSTM(3, 4, num_layers=2))
+    _rejects(ValueError, "lstm", L.weights_from_torch, torch.nn.LSTM(3, 4, bidirectional=True))
+    _rejects(ValueError, "lstm", L.weights_from_torch, torch.nn.LSTM(3, 4, proj_size=2))
+    _rejects(ValueError, "hidden_size", L.LSTM, 3, 0)
+    _rejects(ValueError, "input_size", L.LSTM, 0, 3)
+    _rejects(ValueError, "x", L.LSTM(3, 4), torch.zeros(2, 3))
+
+
+@pytest.mark.claim("lstm.equations")
+def test_module_initial_state_bias_flag_and_state_dict():
+    m = L.LSTM(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, generator=generator(12), dtype=torch.float64)
+    h0, c0 = (torch.randn(2, 4, generator=generator(13 + i), dtype=torch.float64) for i in range(2))
+    with torch.no_grad():
+        hs, (h, c) = m(x, (h0, c0))
+        ref, (_, c_ref) = L.lstm_sequence(x, h0, c0, m.W, m.b)
+    torch.testing.assert_close(hs, ref)  # the given (h0, c0), each in its place
+    torch.testing.assert_close(c, c_ref)
+    assert L.LSTM(3, 4, bias=False).b is None
+    clone = L.LSTM(3, 4, dtype=torch.float64)
+    clone.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x, (h0, c0))[0], hs)

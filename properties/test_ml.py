@@ -378,3 +378,88 @@ def test_bad_input():
         ml.negative_log_likelihood(torch.tensor([-0.5, 1.5]), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="x"):
         ml.softmax(torch.tensor(1.0))
+
+
+def test_bad_preconditions_are_rejected_by_name():
+    F64 = torch.float64
+    p = torch.tensor([0.5, 0.5], dtype=F64)
+    W = [torch.zeros(3, 2, dtype=F64)]
+    b = [torch.zeros(3, dtype=F64)]
+    zs, as_ = ml.mlp_forward(torch.zeros(4, 2, dtype=F64), W, b)
+    cases = [
+        (lambda: ml.binary_cross_entropy(torch.tensor([0.5], dtype=F64), torch.tensor([2.0], dtype=F64)), "y"),
+        (lambda: ml.entropy(torch.tensor([0.5, 0.2], dtype=F64)), "p"),                      # does not sum to 1
+        (lambda: ml.kl_divergence(p, torch.tensor([0.9, 0.9], dtype=F64)), "q"),
+        (lambda: ml.cross_entropy(torch.tensor([1.5, -0.5], dtype=F64), p), "p"),
+        (lambda: ml.negative_log_likelihood(torch.tensor([0.7, 0.7], dtype=F64), torch.tensor([1.0, 0.0], dtype=F64)),
+         "y_hat"),
+        (lambda: ml.categorical_cross_entropy(torch.zeros(2, dtype=F64), torch.tensor([-1.0, 2.0], dtype=F64)), "y"),
+        (lambda: ml.softmax_cross_entropy_grad(torch.zeros(2, dtype=F64), torch.tensor([1.0, 1.0], dtype=F64)), "y"),
+        (lambda: ml.bernoulli_mle(torch.tensor([0.0, 0.5, 1.0], dtype=F64)), "x"),
+        (lambda: ml.gaussian_mean_mle(torch.zeros(0, dtype=F64)), "x"),
+        (lambda: ml.gaussian_variance_mle(torch.zeros(0, dtype=F64)), "x"),
+        (lambda: ml.perceptron(torch.tensor([[float("nan")]], dtype=F64), torch.tensor([1.0], dtype=F64)), "X"),
+        (lambda: ml.mlp_backward(torch.zeros(4, 3, dtype=F64), zs[:1], as_, W), "zs"),
+        (lambda: ml.mlp_backward(torch.zeros(4, 3, dtype=F64), zs, [], W), "as_"),
+        (lambda: ml.mlp_backward(torch.zeros(4, 2, dtype=F64), zs, as_, W), "dL_dout"),
+    ]
+    for fn, name in cases:
+        with pytest.raises((TypeError, ValueError), match=name):
+            fn()
+
+
+def test_extreme_valid_inputs_give_finite_results():
+    F64 = torch.float64
+    x = torch.tensor([-1e4, 0.0, 1e4], dtype=F64)
+    assert bool(torch.isfinite(ml.softmax(x)).all()) and bool(torch.isfinite(ml.softmax_jacobian(x)).all())
+    y = torch.tensor([0.0, 0.0, 1.0], dtype=F64)
+    assert bool(torch.isfinite(ml.categorical_cross_entropy(x, y)))
+    assert bool(torch.isfinite(ml.binary_cross_entropy_with_logits(x, torch.tensor([1.0, 0.0, 0.0], dtype=F64))).all())
+    torch.testing.assert_close(ml.softmax_cross_entropy_grad(x, y), ml.softmax(x) - y, rtol=0, atol=0)
+    assert float(ml.entropy(torch.tensor([1.0, 0.0], dtype=F64))) == 0.0                # 0 log 0 = 0
+
+
+def test_binary_cross_entropy_matches_torch_with_soft_labels_and_endpoints():
+    F64 = torch.float64
+    y_hat = torch.tensor([0.0, 1e-3, 0.3, 0.5, 0.9, 1.0, 0.0, 1.0], dtype=F64)
+    y = torch.tensor([1.0, 0.2, 0.7, 0.5, 0.0, 0.25, 0.0, 1.0], dtype=F64)
+    ref = torch.nn.functional.binary_cross_entropy(y_hat, y, reduction="none")     # log clamped at -100 too
+    torch.testing.assert_close(ml.binary_cross_entropy(y_hat, y), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_reductions_run_over_the_last_dimension_only():
+    F64 = torch.float64
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 6, generator=g, dtype=F64)
+    torch.testing.assert_close(ml.gaussian_mean_mle(x), x.mean(1))
+    torch.testing.assert_close(ml.gaussian_variance_mle(x), torch.stack([r.var(correction=0) for r in x]))
+    m = ml.gaussian_mean_map(x, 1.0, 0.5, 2.0)
+    torch.testing.assert_close(m, torch.stack([(0.5 / 4 + r.sum()) / (1 / 4 + 6) for r in x]))
+    p = torch.softmax(torch.randn(3, 4, generator=g, dtype=F64), -1)
+    torch.testing.assert_close(ml.entropy(p), torch.distributions.Categorical(probs=p).entropy())
+    y = torch.nn.functional.one_hot(torch.tensor([0, 3, 1]), 4).to(F64)
+    torch.testing.assert_close(ml.negative_log_likelihood(p, y),
+                               torch.nn.functional.nll_loss(p.log(), torch.tensor([0, 3, 1]), reduction="none"))
+    b = ml.bernoulli_mle(torch.tensor([[0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0]], dtype=F64))
+    assert b.tolist() == [0.75, 0.25]
+
+
+def test_distribution_arguments_are_named_exactly():
+    F64 = torch.float64
+    p = torch.tensor([0.5, 0.5], dtype=F64)
+    bad = torch.tensor([0.9, 0.9], dtype=F64)
+    for fn, name in [(lambda: ml.kl_divergence(bad, p), "p"), (lambda: ml.kl_divergence(p, bad), "q"),
+                     (lambda: ml.cross_entropy(bad, p), "p"), (lambda: ml.cross_entropy(p, bad), "q"),
+                     (lambda: ml.entropy(bad), "p")]:
+        with pytest.raises(ValueError, match=f"^{name}: "):
+            fn()
+
+
+def test_relu_interpolant_takes_two_knots_and_refuses_unsorted_ones():
+    F64 = torch.float64
+    w1, b1, w2, b2 = ml.relu_interpolant(torch.tensor([0.0, 2.0], dtype=F64), torch.tensor([1.0, 5.0], dtype=F64))
+    x = torch.tensor([0.0, 0.5, 2.0], dtype=F64)
+    torch.testing.assert_close(ml.one_hidden_layer(x, w1, b1, w2, b2, torch.relu), 1 + 2 * x)
+    for knots in ([0.0, 2.0, 1.0, 3.0], [0.0, 1.0, 1.0], [1.0]):
+        with pytest.raises(ValueError, match="^knots: "):
+            ml.relu_interpolant(torch.tensor(knots, dtype=F64), torch.zeros(len(knots), dtype=F64))

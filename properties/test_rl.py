@@ -65,7 +65,7 @@ mdp_sizes = st.tuples(seeds(), st.integers(1, 5), st.integers(1, 3), st.sampled_
 def test_environments_are_mdps(device):
     envs = [rl.frozen_lake(device=device), rl.frozen_lake(slippery=False, device=device),
             rl.gridworld(3, 4, device=device), rl.chain(5, slip=0.2, device=device),
-            rl.random_mdp(3, 7, 2, generator=generator(0), device=device)]
+            rl.random_mdp(3, 7, 2, generator=generator(0, device), device=device)]
     for m in envs:
         assert m.P.device.type == device.type
         rl.check_mdp(m.P, m.R)                           # rows are distributions
@@ -91,7 +91,7 @@ def test_classic_environments_hand_values():
     torch.testing.assert_close(rl.policy_evaluation(c.P, c.R, back, gamma), torch.full((5,), 0.1 / (1 - gamma), dtype=F64))
     # gridworld: -1 per move, so v_*(s) = -(1 - gamma^d) / (1 - gamma) with d the Manhattan distance to the goal
     gw = rl.gridworld(3, 4)
-    v, _ = rl.value_iteration(gw.P, gw.R, gamma, tol=1e-13)
+    v = rl.value_iteration(gw.P, gw.R, gamma, tol=1e-13).V
     d = torch.tensor([abs(s // 4 - 2) + abs(s % 4 - 3) for s in range(12)], dtype=F64)
     torch.testing.assert_close(v, -(1 - gamma ** d) / (1 - gamma), rtol=0, atol=1e-11)
 
@@ -112,7 +112,7 @@ def test_frozen_lake_matches_gymnasium(map_name, slippery, record_property):
     torch.testing.assert_close(ours.R, ref.R, rtol=0, atol=1e-15)
     assert torch.equal(ours.terminal, ref.terminal)
     gamma = 0.95
-    V, _ = rl.value_iteration(ours.P, ours.R, gamma, tol=1e-13)
+    V = rl.value_iteration(ours.P, ours.R, gamma, tol=1e-13).V
     # Bellman optimality written directly on Gymnasium's list of (prob, s', r, done) tuples.
     v = V.tolist()
     for s in range(S):
@@ -167,14 +167,14 @@ def test_v_pi_is_fixed_point_of_bellman_expectation(case):
     ref = torch.tensor([sum(pi[s, a] * sum(m.P[s, a, t] * (m.R[s, a] + gamma * v[t]) for t in range(S))
                             for a in range(A)) for s in range(S)], dtype=F64)
     torch.testing.assert_close(v, ref, rtol=1e-9, atol=1e-9)
-    v_it, _ = rl.policy_evaluation_iterative(m.P, m.R, pi, gamma, tol=1e-13)
+    v_it = rl.policy_evaluation_iterative(m.P, m.R, pi, gamma, tol=1e-13).V
     # iteration stops when the step is < 1e-13, leaving an error < 1e-13 gamma / (1 - gamma)
     torch.testing.assert_close(v_it, v, rtol=0, atol=1e-13 / (1 - gamma) + 1e-12)
 
 
 @pytest.mark.claim("rl.bellman-expectation")
 def test_bellman_expectation_batched_float32(device):
-    m = rl.random_mdp(16, 10, 3, generator=generator(2), device=device)
+    m = rl.random_mdp(16, 10, 3, generator=generator(2, device), device=device)
     pi = torch.softmax(torch.randn(16, 10, 3, generator=generator(3), dtype=F64), -1).to(device)
     v64 = rl.policy_evaluation(m.P, m.R, pi, 0.9)
     m32 = rl.FiniteMDP(*(t.float() if t.is_floating_point() else t for t in m))
@@ -185,7 +185,7 @@ def test_bellman_expectation_batched_float32(device):
 
 
 @pytest.mark.claim("rl.solution-methods")
-@pytest.mark.claim("rl.td-update")
+@pytest.mark.claim("rl.td-update", role="corrects")
 @pytest.mark.claim("rl.mc-average-returns")
 def test_dp_mc_td_agree(record_property):
     S, A, gamma = 4, 2, 0.5
@@ -205,8 +205,8 @@ def test_dp_mc_td_agree(record_property):
         assert (err <= 6 * se + 1e-9).all()
         res["first" if fv else "every"] = float(err.max())
     # TD(0), 256 independent learners, step 1/n(s)^0.7 (Robbins-Monro)
-    V_td1 = rl.run_td0(m, pi, gamma, n_runs=256, n_steps=500, alpha=1.0, decay=0.7, generator=generator(7))
-    V_td = rl.run_td0(m, pi, gamma, n_runs=256, n_steps=2000, alpha=1.0, decay=0.7, generator=generator(7))
+    V_td1 = rl.run_td0(m, pi, gamma, n_runs=256, n_steps=500, alpha=1.0, decay=0.7, generator=generator(7)).model
+    V_td = rl.run_td0(m, pi, gamma, n_runs=256, n_steps=2000, alpha=1.0, decay=0.7, generator=generator(7)).model
     rms1 = float(((V_td1 - v) ** 2).mean().sqrt())
     rms = float(((V_td - v) ** 2).mean().sqrt())
     # 500 visits per state leave a sampling error ~ std(target) / sqrt(500) ~ 0.03: 0.06 is 2x that.
@@ -216,7 +216,7 @@ def test_dp_mc_td_agree(record_property):
                     f"TD(0) rms error over 256 runs {rms1:.3g} after 500 steps, {rms:.3g} after 2000")
 
 
-@pytest.mark.claim("rl.td-update")
+@pytest.mark.claim("rl.td-update", role="corrects")
 def test_td0_update_formula():
     V = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]], dtype=F64)
     out = rl.td0_update(V, torch.tensor([0, 2]), torch.tensor([0.5, -1.0], dtype=F64), torch.tensor([2, 1]), 0.9, 0.1)
@@ -362,7 +362,7 @@ def test_value_iteration_finds_v_star(case):
     m = _rand_mdp(seed, S, A)
     v_star, _ = rl.optimal_values_by_enumeration(m.P, m.R, gamma)
     V0 = 10 * torch.randn(S, generator=generator(seed + 7), dtype=F64)
-    V, k = rl.value_iteration(m.P, m.R, gamma, tol=1e-12, V0=V0)
+    V, _, k, _ = rl.value_iteration(m.P, m.R, gamma, tol=1e-12, V0=V0)
     # stopped at step <= 1e-12: error <= 1e-12 gamma / (1 - gamma)
     atol = 1e-12 / (1 - gamma) + 1e-11
     torch.testing.assert_close(V, v_star, rtol=0, atol=atol)
@@ -378,9 +378,9 @@ def test_value_iteration_finds_v_star(case):
 
 @pytest.mark.claim("rl.value-iteration")
 def test_value_iteration_batched_float32(device):
-    m = rl.random_mdp(32, 6, 3, generator=generator(4), device=device)
-    V64, _ = rl.value_iteration(m.P, m.R, 0.9, tol=1e-12)
-    V32, _ = rl.value_iteration(m.P.float(), m.R.float(), 0.9, tol=1e-6)
+    m = rl.random_mdp(32, 6, 3, generator=generator(4, device), device=device)
+    V64 = rl.value_iteration(m.P, m.R, 0.9, tol=1e-12).V
+    V32 = rl.value_iteration(m.P.float(), m.R.float(), 0.9, tol=1e-6).V
     # float32 rounding ~6e-8 |V| per sweep accumulates to ~ 6e-8 * 10 / (1 - 0.9); the stop adds 1e-5
     torch.testing.assert_close(V32.double(), V64, rtol=0, atol=3e-5)
     assert V64.shape == (32, 6) and V64.device.type == device.type
@@ -395,12 +395,12 @@ def test_policy_iteration_monotone_finite_optimal(case):
     seed, S, A, gamma = case
     m = _rand_mdp(seed, S, A)
     v_star, _ = rl.optimal_values_by_enumeration(m.P, m.R, gamma)
-    acts, V, k = rl.policy_iteration(m.P, m.R, gamma)
+    V, acts, k, _ = rl.policy_iteration(m.P, m.R, gamma)
     assert k <= A ** S
     torch.testing.assert_close(V, v_star, rtol=0, atol=1e-9)
     prev = None
     for j in range(1, k + 1):                            # the j-th evaluated policy's values
-        _, Vj, _ = rl.policy_iteration(m.P, m.R, gamma, max_iter=j)
+        Vj = rl.policy_iteration(m.P, m.R, gamma, max_iter=j).V
         if prev is not None:
             assert (Vj >= prev - 1e-9).all()
         prev = Vj
@@ -436,7 +436,7 @@ def test_greedy_policy_improves(case):
                                v_star, rtol=0, atol=1e-9)
 
 
-@pytest.mark.claim("rl.vi-update")
+@pytest.mark.claim("rl.vi-update", role="corrects")
 def test_vi_update_as_written_on_deterministic_gridworld():
     gw = rl.gridworld(2, 3, goal=4)
     gamma = 0.9
@@ -446,7 +446,7 @@ def test_vi_update_as_written_on_deterministic_gridworld():
                               dtype=F64)
     torch.testing.assert_close(rl.bellman_optimality(gw.P, gw.R, V, gamma), as_written, rtol=0, atol=1e-15)
     # iterate until V_old == V_new exactly (float64): the greedy policy is then optimal
-    V, k = rl.value_iteration(gw.P, gw.R, gamma, tol=0.0, V0=V)
+    V, _, k, _ = rl.value_iteration(gw.P, gw.R, gamma, tol=0.0, V0=V)
     assert torch.equal(rl.bellman_optimality(gw.P, gw.R, V, gamma), V)
     v_star, _ = rl.optimal_values_by_enumeration(gw.P, gw.R, gamma)
     g = rl.greedy_policy(gw.P, gw.R, V, gamma)
@@ -467,14 +467,14 @@ def test_value_iteration_never_reaches_v_star_exactly(record_property):
     P = torch.ones(1, 1, 1, dtype=F64)
     R = torch.ones(1, 1, dtype=F64)
     for k in (1, 10, 50):
-        Vk, _ = rl.value_iteration(P, R, 0.5, tol=0.0, max_iter=k)
+        Vk = rl.value_iteration(P, R, 0.5, tol=0.0, max_iter=k).V
         assert float(Vk[0]) == 2 - 2.0 ** (1 - k) and float(Vk[0]) != 2.0
     record_property("evidence", "one state, r = 1, gamma = 1/2: V_k = 2 - 2^(1-k) != v_* = 2 for every k "
                     "(exact rationals to k = 200)")
 
 
 @pytest.mark.claim("rl.vi-finite-steps", role="corrects")
-@pytest.mark.claim("rl.proof-limit")
+@pytest.mark.claim("rl.proof-limit", role="corrects")
 @settings(max_examples=10)
 @given(mdp_sizes)
 def test_vi_error_bound_and_greedy_policy_settles(case):
@@ -491,7 +491,7 @@ def test_vi_error_bound_and_greedy_policy_settles(case):
         torch.testing.assert_close(vg, v_star, rtol=0, atol=1e-9)
 
 
-@pytest.mark.claim("rl.proof-limit")
+@pytest.mark.claim("rl.proof-limit", role="corrects")
 def test_vi_bound_is_attained():
     P = torch.ones(1, 1, 1, dtype=F64)
     R = torch.ones(1, 1, dtype=F64)
@@ -506,9 +506,76 @@ def test_value_iteration_stops_exactly_when_episodes_are_bounded():
     # every episode of the DAG MDP ends within 4 steps: V_k = v_* from k = 4 on, so V_old = V_new at sweep 5
     m = _dag_mdp(3)
     v_star, _ = rl.optimal_values_by_enumeration(m.P, m.R, 0.9)
-    V, k = rl.value_iteration(m.P, m.R, 0.9, tol=0.0)
+    V, _, k, _ = rl.value_iteration(m.P, m.R, 0.9, tol=0.0)
     assert k <= 5
     torch.testing.assert_close(V, v_star, rtol=0, atol=1e-12)
+    # the condition V_0 = 0 on the terminal state is needed: from V_0 = 1 there, V_k(terminal) = 0.9^k
+    V0 = torch.zeros(5, dtype=F64)
+    V0[-1] = 1.0
+    res = rl.value_iteration(m.P, m.R, 0.9, tol=0.0, max_iter=50, V0=V0)
+    assert not res.converged and float(res.V[-1]) == pytest.approx(0.9 ** 50, rel=1e-12)
+
+
+@pytest.mark.claim("rl.proof-limit", role="refutes")
+def test_one_application_of_t_star_is_not_v_star(record_property):
+    # the notes' counterexample reading: one state, r = 1, gamma = 0.9, V = 0
+    P = torch.ones(1, 1, 1, dtype=F64)
+    R = torch.ones(1, 1, dtype=F64)
+    V = torch.zeros(1, dtype=F64)
+    v_star = 1 / (1 - 0.9)
+    TV = rl.bellman_optimality(P, R, V, 0.9)
+    assert float(TV[0]) == 1.0 and abs(float(TV[0]) - v_star) > 8.9
+    # LHS(V, V*) = max_s |T*V - T*V*| is one number, 9 here: nothing tends to 0 without iterating
+    lhs = (TV - rl.bellman_optimality(P, R, torch.full((1,), v_star, dtype=F64), 0.9)).abs().max()
+    torch.testing.assert_close(lhs, torch.tensor(9.0, dtype=F64), rtol=0, atol=1e-12)
+    # on random MDPs too, T*V is far from v_* for a V far from it
+    m = _rand_mdp(50, 4, 2)
+    vs, _ = rl.optimal_values_by_enumeration(m.P, m.R, 0.9)
+    V0 = vs + 5.0
+    assert float((rl.bellman_optimality(m.P, m.R, V0, 0.9) - vs).abs().max()) > 4.4   # = 0.9 * 5 exactly
+    record_property("evidence", "one state, r = 1, gamma = 0.9, V = 0: T*V = 1, LHS(V, V*) = 9, v_* = 10")
+
+
+@pytest.mark.claim("rl.td-update", role="refutes")
+def test_td0_with_the_full_step_never_settles(record_property):
+    # the printed update V(s) += Delta V(s) (step 1) overwrites V(s) with the last sampled target
+    m = _rand_mdp(21, 4, 2)
+    pi = _rand_policy(21, 4, 2)
+    gamma = 0.5
+    v = rl.policy_evaluation(m.P, m.R, pi, gamma)
+    rms = {}
+    for n in (500, 4000):
+        V = rl.run_td0(m, pi, gamma, n_runs=256, n_steps=n, alpha=1.0, decay=0.0, generator=generator(7)).model
+        rms[n] = float(((V - v) ** 2).mean().sqrt())
+    W = rl.run_td0(m, pi, gamma, n_runs=256, n_steps=4000, alpha=1.0, decay=0.7, generator=generator(7)).model
+    rms_rm = float(((W - v) ** 2).mean().sqrt())
+    # the error does not shrink with 8x the steps, and stays 5x that of Robbins-Monro steps
+    assert rms[4000] > 0.8 * rms[500] and rms[4000] > 0.3 and rms[4000] > 5 * rms_rm
+    record_property("evidence", f"random 4-state MDP, 256 runs: full-step TD(0) rms error {rms[500]:.2f} after 500 "
+                    f"steps, {rms[4000]:.2f} after 4000; step n^-0.7: {rms_rm:.3f}")
+
+
+@pytest.mark.claim("rl.vi-update", role="refutes")
+def test_vi_update_with_one_next_state_is_not_t_star_on_stochastic_p(record_property):
+    # one action from state 0 moves to state 0 or 1 with prob. 1/2 each; state 1 absorbs; no reward
+    P = torch.tensor([[[0.5, 0.5]], [[0.0, 1.0]]], dtype=F64)
+    R = torch.zeros(2, 1, dtype=F64)
+    V = torch.tensor([0.0, 1.0], dtype=F64)
+    T = rl.bellman_optimality(P, R, V, 0.9)
+    assert float(T[0]) == pytest.approx(0.45, abs=1e-15)
+    printed = [float(R[0, 0] + 0.9 * V[s2]) for s2 in (0, 1)]          # every choice of one s'
+    assert all(abs(x - float(T[0])) >= 0.45 - 1e-15 for x in printed)
+    # slippery FrozenLake: the update with s' = the intended move's cell has another fixed point than v_*
+    lake = rl.frozen_lake()
+    lake_det = rl.frozen_lake(slippery=False)
+    nxt = lake_det.P.argmax(-1)
+    v_star = rl.value_iteration(lake.P, lake.R, 0.9, tol=1e-13).V
+    Vp = torch.zeros(16, dtype=F64)
+    for _ in range(300):
+        Vp = (lake.R + 0.9 * Vp[nxt]).amax(-1)
+    assert float((Vp - v_star).abs().max()) > 0.1
+    record_property("evidence", f"p = (1/2, 1/2), V = (0, 1): T*V(0) = 0.45 vs {printed}; slippery FrozenLake: the "
+                    f"single-s' update's fixed point is {float((Vp - v_star).abs().max()):.2f} from v_* in max norm")
 
 
 def _sweeps_to(m, gamma, v_star, eps):
@@ -530,7 +597,7 @@ def _op_counts(S, A, sweeps, pi_iters):
 def test_policy_iteration_needs_fewer_operations(record_property):
     S, A, gamma = 50, 8, 0.99
     m = _single(rl.random_mdp(1, S, A, generator=generator(12)))
-    acts, v_star, pi_iters = rl.policy_iteration(m.P, m.R, gamma)
+    v_star, acts, pi_iters, _ = rl.policy_iteration(m.P, m.R, gamma)
     sweeps = _sweeps_to(m, gamma, v_star, 1e-6)
     vi_ops, pi_ops = _op_counts(S, A, sweeps, pi_iters)
     assert pi_ops < vi_ops
@@ -547,7 +614,7 @@ def test_vi_sweep_cheaper_and_wins_for_small_gamma(record_property):
     # counted: one sweep is a (S*A, S) x (S,) product, 2 |S|^2 |A| flops
     assert count_flops(rl.bellman_optimality, m.P, m.R, V, 0.5) == 2 * S * S * A
     gamma = 0.5
-    _, v_star, pi_iters = rl.policy_iteration(m.P, m.R, gamma)
+    v_star, _, pi_iters, _ = rl.policy_iteration(m.P, m.R, gamma)
     sweeps = _sweeps_to(m, gamma, v_star, 1e-6)
     vi_ops, pi_ops = _op_counts(S, A, sweeps, pi_iters)
     assert S * S * A < S ** 3 / 3 + 2 * S * S * A
@@ -559,9 +626,9 @@ def test_vi_sweep_cheaper_and_wins_for_small_gamma(record_property):
 @pytest.mark.claim("rl.vi-requirements")
 def test_vi_state_is_the_value_vector_and_needs_p():
     m = _single(rl.random_mdp(1, 6, 3, generator=generator(14)))
-    V10, _ = rl.value_iteration(m.P, m.R, 0.9, tol=0.0, max_iter=10)
-    V4, _ = rl.value_iteration(m.P, m.R, 0.9, tol=0.0, max_iter=4)
-    V4_6, _ = rl.value_iteration(m.P, m.R, 0.9, tol=0.0, max_iter=6, V0=V4)
+    V10 = rl.value_iteration(m.P, m.R, 0.9, tol=0.0, max_iter=10).V
+    V4 = rl.value_iteration(m.P, m.R, 0.9, tol=0.0, max_iter=4).V
+    V4_6 = rl.value_iteration(m.P, m.R, 0.9, tol=0.0, max_iter=6, V0=V4).V
     assert V4.shape == (6,) and torch.equal(V4_6, V10)        # the |S| values are all it carries
     V = torch.randn(6, generator=generator(1), dtype=F64)
     base = rl.bellman_optimality(m.P, m.R, V, 0.9)
@@ -615,7 +682,7 @@ def test_sarsa_update_formula_and_on_policy_limit(record_property):
     pi = _rand_policy(61, S, A)
     q_pi = rl.q_values(m.P, m.R, rl.policy_evaluation(m.P, m.R, pi, gamma), gamma)
     q_star = rl.q_values(m.P, m.R, rl.optimal_values_by_enumeration(m.P, m.R, gamma)[0], gamma)
-    Q = rl.run_sarsa(m, gamma, n_runs=256, n_steps=1500, alpha=1.0, decay=0.7, policy=pi, generator=generator(3))
+    Q = rl.run_sarsa(m, gamma, n_runs=256, n_steps=1500, alpha=1.0, decay=0.7, policy=pi, generator=generator(3)).model
     err = float(((Q - q_pi) ** 2).mean().sqrt())
     gap = float((q_star - q_pi).abs().max())
     # each (s, a) gets >= ~150 updates: sampling error ~ std / sqrt(150) ~ 0.08
@@ -631,7 +698,7 @@ def test_sarsa_follows_the_policy_from_each_episode_start():
     # so no other pair is ever updated.
     gw = rl.gridworld(1, 3)._replace(start=torch.eye(3, dtype=F64)[0])
     pi = rl.deterministic_policy(torch.tensor([rl.RIGHT, rl.RIGHT, rl.LEFT]), 4)
-    Q = rl.run_sarsa(gw, 0.9, n_runs=3, n_steps=6, alpha=1.0, policy=pi, generator=generator(0))
+    Q = rl.run_sarsa(gw, 0.9, n_runs=3, n_steps=6, alpha=1.0, policy=pi, generator=generator(0)).model
     exp = torch.zeros(3, 3, 4, dtype=F64)
     exp[:, 0, rl.RIGHT], exp[:, 1, rl.RIGHT] = -1.9, -1.0
     torch.testing.assert_close(Q, exp, rtol=0, atol=1e-15)
@@ -649,7 +716,7 @@ def test_q_learning_off_policy_converges_to_q_star(record_property):
     q_star = rl.q_values(m.P, m.R, rl.optimal_values_by_enumeration(m.P, m.R, gamma)[0], gamma)
     q_unif = rl.q_values(m.P, m.R, rl.policy_evaluation(m.P, m.R, uniform, gamma), gamma)
     Q = rl.run_q_learning(m, gamma, n_runs=256, n_steps=1500, alpha=1.0, decay=0.7, behaviour=uniform,
-                          generator=generator(4))
+                          generator=generator(4)).model
     err = float(((Q - q_star) ** 2).mean().sqrt())
     gap = float((q_star - q_unif).abs().max())
     assert err < 0.1 and gap > 3 * err
@@ -661,12 +728,12 @@ def test_q_learning_off_policy_converges_to_q_star(record_property):
 def test_q_learning_on_frozen_lake_many_runs(device):
     lake = rl.frozen_lake(device=device)
     gamma = 0.9
-    v_star, _ = rl.value_iteration(lake.P, lake.R, gamma, tol=1e-12)
+    v_star = rl.value_iteration(lake.P, lake.R, gamma, tol=1e-12).V
     q_star = rl.q_values(lake.P, lake.R, v_star, gamma)
     uniform = torch.full((16, 4), 0.25, dtype=F64, device=device)
     mdp = lake._replace(start=(~lake.terminal).double() / (~lake.terminal).sum())   # exploring starts
     Q = rl.run_q_learning(mdp, gamma, n_runs=64, n_steps=1500, alpha=1.0, decay=0.7, behaviour=uniform,
-                          generator=generator(5, device))
+                          generator=generator(5, device)).model
     # rewards are small (<= 1/3 per step) and each pair gets ~ 1500/44 updates per run: the mean of
     # 64 runs has sampling error ~ 0.01; 0.05 leaves room for the bootstrapping lag of early steps
     assert float(((Q.mean(0) - q_star)[~lake.terminal] ** 2).mean().sqrt()) < 0.05
@@ -675,7 +742,7 @@ def test_q_learning_on_frozen_lake_many_runs(device):
     assert float(rl.policy_evaluation(lake.P, lake.R, g, gamma)[0]) > float(v_star[0]) - 0.01
 
 
-@pytest.mark.claim("rl.td-update")
+@pytest.mark.claim("rl.td-update", role="corrects")
 @pytest.mark.claim("rl.sarsa")
 @pytest.mark.claim("rl.q-learning")
 def test_update_rules_symbol_by_symbol_batched():
@@ -711,7 +778,7 @@ def test_episodes_stop_at_terminal_states():
     assert rewards[0].tolist() == [-1.0, -1.0, 0.0, 0.0, 0.0]
 
 
-@pytest.mark.claim("rl.td-update")
+@pytest.mark.claim("rl.td-update", role="corrects")
 @pytest.mark.claim("rl.q-learning")
 def test_td_and_q_learning_on_episodic_mdp():
     # episodes end within 4 steps: learners must restart from s_0, else they sit in the terminal state
@@ -719,13 +786,13 @@ def test_td_and_q_learning_on_episodic_mdp():
     gamma = 0.9
     pi = _rand_policy(5, 5, 2)
     v = rl.policy_evaluation(m.P, m.R, pi, gamma)
-    V = rl.run_td0(m, pi, gamma, n_runs=64, n_steps=400, alpha=1.0, decay=0.7, generator=generator(1))
+    V = rl.run_td0(m, pi, gamma, n_runs=64, n_steps=400, alpha=1.0, decay=0.7, generator=generator(1)).model
     # ~100 episodes per run: each run's rms error is ~0.06, the mean of 64 runs is within ~0.015 per state
     assert float((V.mean(0) - v).abs().max()) < 0.06 and float(((V - v) ** 2).mean().sqrt()) < 0.1
     q_star = rl.q_values(m.P, m.R, rl.optimal_values_by_enumeration(m.P, m.R, gamma)[0], gamma)
     uniform = torch.full((5, 2), 0.5, dtype=F64)
     Q = rl.run_q_learning(m, gamma, n_runs=64, n_steps=400, alpha=1.0, decay=0.7, behaviour=uniform,
-                          generator=generator(2))
+                          generator=generator(2)).model
     assert float((Q.mean(0)[0] - q_star[0]).abs().max()) < 0.1
 
 
@@ -740,9 +807,9 @@ def test_unvisited_states_keep_initial_values():
     pi = _rand_policy(81, S, A)
     V0 = torch.randn(8, S, generator=generator(0), dtype=F64)
     Q0 = torch.randn(8, S, A, generator=generator(1), dtype=F64)
-    V = rl.run_td0(m, pi, gamma, n_runs=8, n_steps=300, generator=generator(2), V0=V0)
-    Qs = rl.run_sarsa(m, gamma, n_runs=8, n_steps=300, generator=generator(3), Q0=Q0)
-    Qq = rl.run_q_learning(m, gamma, n_runs=8, n_steps=300, generator=generator(4), Q0=Q0)
+    V = rl.run_td0(m, pi, gamma, n_runs=8, n_steps=300, generator=generator(2), V0=V0).model
+    Qs = rl.run_sarsa(m, gamma, n_runs=8, n_steps=300, generator=generator(3), Q0=Q0).model
+    Qq = rl.run_q_learning(m, gamma, n_runs=8, n_steps=300, generator=generator(4), Q0=Q0).model
     assert torch.equal(V[:, 3], V0[:, 3]) and not torch.equal(V[:, :3], V0[:, :3])
     assert torch.equal(Qs[:, 3], Q0[:, 3]) and torch.equal(Qq[:, 3], Q0[:, 3])
     states, _, rewards, alive = rl.sample_episodes(m, pi, 100, 20, generator(5))
@@ -1145,10 +1212,10 @@ def test_actor_critic_with_learned_critic_improves(record_property):
     torch.manual_seed(0)
     gw = rl.gridworld(2, 3)
     gamma = 0.9
-    v_star, _ = rl.value_iteration(gw.P, gw.R, gamma, tol=1e-12)
+    v_star = rl.value_iteration(gw.P, gw.R, gamma, tol=1e-12).V
     J = lambda logits: float((gw.start * rl.policy_evaluation(gw.P, gw.R, torch.softmax(logits, -1), gamma)).sum())  # noqa: E731
     J0 = J(torch.zeros(6, 4, dtype=F64))
-    logits, critic = rl.train_actor_critic(gw, gamma, n_runs=64, n_steps=300, generator=generator(1))
+    logits, _, critic = rl.train_actor_critic(gw, gamma, n_runs=64, n_steps=300, generator=generator(1))
     J1, J_star = J(logits), float((gw.start * v_star).sum())
     assert (J1 - J0) > 0.8 * (J_star - J0)
     record_property("evidence", f"2x3 gridworld: J from {J0:.3f} (uniform) to {J1:.3f}; J* = {J_star:.3f}")
@@ -1179,7 +1246,7 @@ def test_contraction_and_its_steps(case, vseed):
 
 @pytest.mark.claim("rl.proof-contraction", role="verifies")
 def test_contraction_batched_float32(device):
-    m = rl.random_mdp(64, 20, 4, generator=generator(0), device=device)
+    m = rl.random_mdp(64, 20, 4, generator=generator(0, device), device=device)
     V1 = torch.randn(64, 20, generator=generator(1), dtype=F64).to(device)
     V2 = torch.randn(64, 20, generator=generator(2), dtype=F64).to(device)
     gamma = 0.95
@@ -1211,7 +1278,7 @@ def test_unique_fixed_point(case):
     v_star, _ = rl.optimal_values_by_enumeration(m.P, m.R, gamma)
     torch.testing.assert_close(rl.bellman_optimality(m.P, m.R, v_star, gamma), v_star, rtol=0, atol=1e-9)
     starts = 100 * torch.randn(5, S, generator=generator(seed), dtype=F64)
-    ends, _ = rl.value_iteration(m.P, m.R, gamma, tol=1e-10, V0=starts)      # 5 starts at once
+    ends = rl.value_iteration(m.P, m.R, gamma, tol=1e-10, V0=starts).V      # 5 starts at once
     torch.testing.assert_close(ends, v_star.expand(5, S), rtol=0, atol=1e-10 / (1 - gamma) + 1e-10)
 
 
@@ -1318,11 +1385,82 @@ def _bad_inputs():
     ]
 
 
-@pytest.mark.claim("rl.mdp-definition")
 def test_bad_input_is_rejected():
     for fn, name in _bad_inputs():
         with pytest.raises((TypeError, ValueError), match=name):
             fn()
+
+
+def _bad_preconditions():
+    """Inputs that break a precondition of the formula (issue 14): each must be refused by name."""
+    m = _single(rl.random_mdp(1, 3, 2, generator=generator(0)))
+    Q = torch.zeros(2, 3, 2, dtype=F64)
+    V = torch.zeros(2, 3, dtype=F64)
+    i0 = torch.zeros(2, dtype=torch.long)
+    far = torch.tensor([0, 5])
+    r = torch.zeros(2, dtype=F64)
+    table = {0: {0: [(0.5, 0, 0.0, False)]}}                    # probabilities sum to 1/2
+    out_of_range = {0: {0: [(1.0, 3, 0.0, False)]}}              # next state 3 of 1 state
+    bad_start = m._replace(start=torch.tensor([0.5, 0.5, 0.5], dtype=F64))
+    pi = torch.full((3, 2), 0.5, dtype=F64)
+    buf = rl.ReplayBuffer(4, 2, dtype=F64)
+    return [
+        (lambda: rl.q_learning_update(Q, i0, i0, r, i0, 2.0, 0.1), "gamma"),        # discount > 1
+        (lambda: rl.q_learning_update(Q, i0, i0, r, i0, 0.9, -1.0), "alpha"),      # negative step
+        (lambda: rl.q_learning_update(Q, i0, i0, r, i0, 0.9, 0.0), "alpha"),       # zero step
+        (lambda: rl.q_learning_update(Q, far, i0, r, i0, 0.9, 0.1), "s"),          # state out of range
+        (lambda: rl.q_learning_update(Q, i0, far, r, i0, 0.9, 0.1), "a"),          # action out of range
+        (lambda: rl.q_learning_update(Q, i0, i0, r, far, 0.9, 0.1), "s2"),
+        (lambda: rl.q_learning_update(Q, i0, i0, r[:1], i0, 0.9, 0.1), "r"),       # no silent broadcasting
+        (lambda: rl.q_learning_update(Q, i0, i0, r.float(), i0, 0.9, 0.1), "r"),   # dtype mismatch
+        (lambda: rl.q_learning_update(Q, i0, i0, r, i0, 0.9, torch.tensor([0.5, 1.5], dtype=F64)), "alpha"),
+        (lambda: rl.sarsa_update(Q, i0, i0, r, i0, far, 0.9, 0.1), "a2"),
+        (lambda: rl.sarsa_update(Q, i0, i0, r, i0, i0, -0.5, 0.1), "gamma"),
+        (lambda: rl.td0_update(V, i0, r, far, 0.9, 0.1), "next_states"),
+        (lambda: rl.td0_update(V, i0, r, i0, 0.9, 2.0), "alpha"),
+        (lambda: rl.from_transition_table(table, 1, 1), "table"),
+        (lambda: rl.from_transition_table(out_of_range, 1, 1), "table"),
+        (lambda: rl.from_transition_table({0: {0: [(-0.5, 0, 0.0, False)]}}, 1, 1), "table"),
+        (lambda: rl.from_transition_table({0: {0: [(1.0, 0, 0.0)]}}, 1, 1), "table"),
+        (lambda: rl.env_step(m.P, m.R, far, i0), "states"),
+        (lambda: rl.env_step(m.P, m.R, i0, far), "actions"),
+        (lambda: rl.env_step(m.P, m.R, i0, i0, generator="seed"), "generator"),
+        (lambda: rl.epsilon_greedy(Q, far, 0.1), "states"),
+        (lambda: rl.deterministic_policy(torch.tensor([0, -1]), 2), "actions"),
+        (lambda: rl.mc_evaluation(torch.full((2, 3), 7), torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool), 0.9, 3),
+         "states"),
+        (lambda: rl.run_q_learning(bad_start, 0.9, n_runs=2, n_steps=3), "start"),
+        (lambda: rl.run_td0(m, pi, 0.9, n_runs=2, n_steps=3, V0=torch.zeros(3, 3, dtype=F64)), "V0"),
+        (lambda: rl.run_sarsa(m, 0.9, n_runs=2, n_steps=3, generator=1), "generator"),
+        (lambda: rl.random_mdp(1, 3, 2, generator=0), "generator"),
+        (lambda: rl.value_iteration(m.P, m.R, 0.9, check_every=0), "check_every"),
+        (lambda: rl.value_iteration(m.P, m.R, -0.1), "gamma"),
+        (lambda: rl.policy_iteration(m.P, m.R, 0.9, policy0=torch.tensor([0, 1, 1]).float()), "policy0"),
+        (lambda: buf.add(torch.zeros(2, 2, dtype=F64), i0, torch.zeros(3, dtype=F64), torch.zeros(2, 2, dtype=F64),
+                         torch.zeros(2, dtype=torch.bool)), "r"),
+        (lambda: buf.add(torch.zeros(5, 2, dtype=F64), torch.zeros(5, dtype=torch.long), torch.zeros(5, dtype=F64),
+                         torch.zeros(5, 2, dtype=F64), torch.zeros(5, dtype=torch.bool)), "capacity"),
+        (lambda: rl.train_actor_critic(m, 0.9, n_runs=2, lr_actor=0.0), "lr_actor"),
+    ]
+
+
+def test_bad_preconditions_are_rejected_by_name():
+    for fn, name in _bad_preconditions():
+        with pytest.raises((TypeError, ValueError), match=name):
+            fn()
+
+
+def test_from_transition_table_accepts_numpy_integers():
+    # gymnasium's observation_space.n and action_space.n are np.int64: any integral type is accepted
+    gym = pytest.importorskip("gymnasium", reason="gymnasium (the 'refs' extra) is not installed")
+    env = gym.make("FrozenLake-v1", map_name="4x4", is_slippery=True)
+    S, A = env.observation_space.n, env.action_space.n
+    assert isinstance(S, np.integer) and isinstance(A, np.integer)
+    m = rl.from_transition_table(env.unwrapped.P, S, A)
+    assert m.P.shape == (16, 4, 16)
+    torch.testing.assert_close(m.P, rl.frozen_lake().P, rtol=0, atol=1e-15)
+    m2 = rl.from_transition_table({0: {0: [(1.0, np.int64(0), 0.0, True)]}}, np.int32(1), torch.tensor(1))
+    assert m2.terminal.tolist() == [True]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1333,7 +1471,7 @@ def test_bad_input_is_rejected():
 @pytest.mark.claim("rl.deep-q-learning")
 def test_dqn_learns_cartpole(record_property):
     torch.manual_seed(0)
-    q = rl.train_dqn(steps=2000, generator=generator(0))
+    q = rl.train_dqn(steps=2000, generator=generator(0)).model
     greedy = rl.cartpole_episode_lengths(lambda s: q(s).argmax(-1), n=64, generator=generator(1)).double()
     g = generator(2)
     rand = rl.cartpole_episode_lengths(lambda s: torch.randint(2, (s.shape[0],), generator=g), n=64,
@@ -1344,7 +1482,7 @@ def test_dqn_learns_cartpole(record_property):
 
 
 @pytest.mark.slow
-@pytest.mark.claim("rl.proof-limit")
+@pytest.mark.claim("rl.proof-limit", role="corrects")
 def test_figure_vi_error_against_bound(save_figure, record_property):
     import matplotlib.pyplot as plt
 
@@ -1352,8 +1490,8 @@ def test_figure_vi_error_against_bound(save_figure, record_property):
     worst = 0.0
     for gamma, color in [(0.5, "C0"), (0.9, "C1"), (0.99, "C2")]:
         m = _single(rl.random_mdp(1, 50, 8, generator=generator(20)))
-        v_star, _ = rl.value_iteration(m.P, m.R, gamma, tol=1e-13)
-        _, v_pi, _ = rl.policy_iteration(m.P, m.R, gamma)
+        v_star = rl.value_iteration(m.P, m.R, gamma, tol=1e-13).V
+        v_pi = rl.policy_iteration(m.P, m.R, gamma).V
         torch.testing.assert_close(v_pi, v_star, rtol=0, atol=1e-13 / (1 - gamma) + 1e-10)
         V = torch.zeros(50, dtype=F64)
         e0 = float((V - v_star).abs().max())
@@ -1372,7 +1510,8 @@ def test_figure_vi_error_against_bound(save_figure, record_property):
     ax.set_xlabel("sweep k")
     ax.set_ylabel("max_s |V_k - v_*|")
     ax.legend(fontsize=7)
-    save_figure(fig, "rl-vi-error-bound.png")
+    save_figure(fig, "rl-vi-error-bound.png",
+                caption='Value iteration: the error $\\max_s |V_k - v_*|$ after $k$ sweeps (solid) under the contraction bound $\\gamma^k \\|V_0 - v_*\\|_\\infty$ (dashed), for several $\\gamma$.')
     record_property("evidence", f"random MDP |S|=50 |A|=8: VI error / (gamma^k |V_0 - v_*|) at most {worst:.3f}")
 
 
@@ -1400,7 +1539,8 @@ def test_figure_reinforce_variance(save_figure, record_property):
     ax.set_ylabel("Var of REINFORCE / no baseline")
     ax.axhline(1.0, color="grey", lw=0.5)
     ax.legend(fontsize=7)
-    save_figure(fig, "rl-reinforce-baseline-variance.png")
+    save_figure(fig, "rl-reinforce-baseline-variance.png",
+                caption='Variance of the REINFORCE gradient estimate with a baseline, relative to none, on several random MDPs.')
     record_property("evidence", "exact variance relative to no baseline (mean over 8 MDPs): "
                     + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, (var / var[:, :1]).mean(0)))
                     + f"; the v_pi(s_t) baseline raised the reward-to-go variance in {worse} of 8 MDPs")
@@ -1429,3 +1569,198 @@ def test_vi_sweep_time_grows_quadratically_in_states(record_property):
     assert 1.3 < p < 2.7
     record_property("evidence", f"VI sweep time on random MDPs, |A|=8, |S| = {sizes}: "
                     + ", ".join(f"{t * 1e3:.2f} ms" for t in times) + f"; fitted exponent {p:.2f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# One result type per family; no host synchronisation inside sweeps and training steps
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.claim("rl.value-iteration")
+def test_dp_solvers_share_one_result_type():
+    m = _rand_mdp(31, 5, 3)
+    gamma = 0.9
+    pi = _rand_policy(31, 5, 3)
+    vi = rl.value_iteration(m.P, m.R, gamma, tol=1e-12)
+    pe = rl.policy_evaluation_iterative(m.P, m.R, pi, gamma, tol=1e-12)
+    pit = rl.policy_iteration(m.P, m.R, gamma)
+    for res in (vi, pe, pit):
+        assert type(res) is rl.DPResult and res._fields == ("V", "policy", "iterations", "converged")
+        assert isinstance(res.iterations, int) and res.converged is True
+        assert res.policy.dtype == torch.long and res.policy.shape == (5,)
+    v_star, _ = rl.optimal_values_by_enumeration(m.P, m.R, gamma)
+    torch.testing.assert_close(vi.V, v_star, rtol=0, atol=1e-10)
+    torch.testing.assert_close(pit.V, v_star, rtol=0, atol=1e-10)
+    torch.testing.assert_close(pe.V, rl.policy_evaluation(m.P, m.R, pi, gamma), rtol=0, atol=1e-10)
+    # VI's policy is the greedy policy of its V, and it is optimal
+    assert torch.equal(vi.policy, rl.greedy_policy(m.P, m.R, vi.V, gamma))
+    v_greedy = rl.policy_evaluation(m.P, m.R, rl.deterministic_policy(vi.policy, 3), gamma)
+    torch.testing.assert_close(v_greedy, v_star, rtol=0, atol=1e-9)
+    # a solver stopped by max_iter says so
+    assert rl.value_iteration(m.P, m.R, gamma, tol=0.0, max_iter=3) .converged is False
+
+
+def _per_sweep_vi(P, R, gamma, tol, max_iter):
+    """Reference: the stopping rule tested on the host after every sweep."""
+    V = torch.zeros(R.shape[:-1], dtype=R.dtype)
+    for k in range(1, max_iter + 1):
+        V_new = rl.bellman_optimality(P, R, V, gamma)
+        diff = float((V_new - V).abs().max())
+        V = V_new
+        if diff <= tol:
+            return V, k
+    return V, max_iter
+
+
+@pytest.mark.claim("rl.vi-update", role="corrects")
+@pytest.mark.parametrize("check_every", [1, 7, 10, 64])
+def test_value_iteration_checked_every_k_sweeps_stops_where_a_per_sweep_test_stops(check_every):
+    m = rl.random_mdp(3, 6, 3, generator=generator(40))
+    for tol, gamma in [(1e-6, 0.9), (1e-10, 0.5), (0.0, 0.3)]:
+        V_ref, k_ref = _per_sweep_vi(m.P, m.R, gamma, tol, 5000)
+        res = rl.value_iteration(m.P, m.R, gamma, tol=tol, check_every=check_every)
+        assert res.iterations == k_ref
+        assert torch.equal(res.V, V_ref)
+    # the bounded-episode MDP: V_old = V_new exactly at sweep 5 whatever the checking interval
+    d = _dag_mdp(3)
+    V_ref, k_ref = _per_sweep_vi(d.P, d.R, 0.9, 0.0, 100)
+    res = rl.value_iteration(d.P, d.R, 0.9, tol=0.0, check_every=check_every)
+    assert res.iterations == k_ref <= 5 and torch.equal(res.V, V_ref)
+
+
+def test_value_iteration_syncs_once_per_check_interval():
+    from spec.testing import count_host_syncs
+
+    m = _single(rl.random_mdp(1, 8, 3, generator=generator(41)))
+    counts = {}
+    for n in (100, 1000):
+        for k in (10, 100):
+            with count_host_syncs() as syncs:
+                res = rl.value_iteration(m.P, m.R, 0.99, tol=0.0, max_iter=n, check_every=k)
+            assert res.iterations == n and not res.converged        # gamma 0.99: far from exact equality
+            counts[n, k] = syncs.count
+    assert counts[1000, 10] - counts[100, 10] == 90        # one read per 10 sweeps
+    assert counts[1000, 100] - counts[100, 100] == 9       # one read per 100 sweeps
+    pi = _rand_policy(41, 8, 3)
+    ev = {}
+    for n in (100, 1000):
+        with count_host_syncs() as syncs:
+            rl.policy_evaluation_iterative(m.P, m.R, pi, 0.999, tol=1e-300, max_iter=n)
+        ev[n] = syncs.count
+    assert ev[1000] - ev[100] == 90
+
+
+def _trainers(m, pi, steps):
+    g = generator(0)
+    return {
+        "td0": lambda: rl.run_td0(m, pi, 0.9, n_runs=4, n_steps=steps, generator=g),
+        "sarsa": lambda: rl.run_sarsa(m, 0.9, n_runs=4, n_steps=steps, generator=g),
+        "q": lambda: rl.run_q_learning(m, 0.9, n_runs=4, n_steps=steps, generator=g),
+        "q-behaviour": lambda: rl.run_q_learning(m, 0.9, n_runs=4, n_steps=steps, behaviour=pi, generator=g),
+        "actor-critic": lambda: rl.train_actor_critic(m, 0.9, n_runs=4, n_steps=steps, hidden=4, generator=g),
+        "dqn": lambda: rl.train_dqn(n_envs=4, steps=steps + 1, batch=4, generator=g),
+        "episodes": lambda: rl.sample_episodes(m, pi, 4, steps, generator=g),
+    }
+
+
+def test_trainers_make_no_host_sync_per_step():
+    from spec.testing import count_host_syncs
+
+    m = _rand_mdp(42, 4, 2)._replace(terminal=torch.tensor([False, False, False, True]))
+    pi = _rand_policy(42, 4, 2)
+    counts = {}
+    for steps in (1, 10):
+        for name, fn in _trainers(m, pi, steps).items():
+            with count_host_syncs() as syncs:
+                fn()
+            counts[name, steps] = syncs
+    for name in _trainers(m, pi, 1):
+        assert counts[name, 10].count == counts[name, 1].count, (name, counts[name, 10].where)
+
+
+def test_trainers_share_one_result_type():
+    m = rl.gridworld(2, 2)
+    pi = torch.full((4, 4), 0.25, dtype=F64)
+    res = {k: fn() for k, fn in _trainers(m, pi, 6).items() if k != "episodes"}
+    for name, r in res.items():
+        assert type(r) is rl.TrainResult and r._fields == ("model", "losses", "critic"), name
+        assert r.losses.ndim == 1 and bool(torch.isfinite(r.losses).all()), name
+    assert res["td0"].model.shape == (4, 4) and res["q"].model.shape == (4, 4, 4)
+    assert isinstance(res["dqn"].model, rl.QNetwork) and isinstance(res["actor-critic"].critic, torch.nn.Module)
+    assert res["td0"].losses.shape == (6,) and res["dqn"].losses.shape == (7,)   # one update per step once full
+    # from V = 0 every first step pays -1 (no run starts at the goal): Delta V = -1, loss 1 exactly
+    assert float(res["td0"].losses[0]) == 1.0 and float(res["q"].losses[0]) == 1.0
+
+
+def test_td0_loss_history_falls_as_v_converges():
+    # deterministic 2-state cycle with reward 1: v = 1 / (1 - gamma); the TD error shrinks geometrically
+    P = torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]]], dtype=F64)
+    R = torch.ones(2, 1, dtype=F64)
+    m = rl.FiniteMDP(P, R, torch.tensor([1.0, 0.0], dtype=F64), torch.zeros(2, dtype=torch.bool))
+    res = rl.run_td0(m, torch.ones(2, 1, dtype=F64), 0.5, n_runs=1, n_steps=60, alpha=1.0, generator=generator(0))
+    torch.testing.assert_close(res.model, torch.full((1, 2), 2.0, dtype=F64), rtol=0, atol=1e-12)
+    assert res.losses[-1] < 1e-20 < res.losses[0]
+
+
+def test_models_round_trip_their_state_dict():
+    for make, x in [(lambda: rl.QNetwork(4, 2, hidden=8), torch.randn(3, 4, generator=generator(0))),
+                    (lambda: rl.GaussianPolicy(3, 2, hidden=8), torch.randn(3, 3, generator=generator(1))),
+                    (lambda: rl.DQNEncoder(3), torch.randn(2, 4, 84, 84, generator=generator(2)))]:
+        torch.manual_seed(0)
+        a = make()
+        torch.manual_seed(1)
+        b = make()
+        out_a = a(x)
+        out_b = b(x)
+        assert not torch.equal(torch.cat([t.flatten() for t in (out_a if isinstance(out_a, tuple) else (out_a,))]),
+                               torch.cat([t.flatten() for t in (out_b if isinstance(out_b, tuple) else (out_b,))]))
+        b.load_state_dict(a.state_dict())
+        for ta, tb in zip(out_a if isinstance(out_a, tuple) else (out_a,), b(x) if isinstance(out_a, tuple) else (b(x),)):
+            assert torch.equal(ta, tb)
+
+
+def test_extreme_valid_inputs_give_finite_results():
+    m = _rand_mdp(43, 4, 2)
+    big = m._replace(R=1e6 * m.R)
+    res = rl.value_iteration(big.P, big.R, 0.999, tol=1e-3 * 1e6, max_iter=20_000)
+    assert bool(torch.isfinite(res.V).all()) and res.converged
+    assert bool(torch.isfinite(rl.policy_iteration(big.P, big.R, 0.999).V).all())
+    assert bool(torch.isfinite(rl.policy_evaluation(m.P, m.R, _rand_policy(43, 4, 2), 0.0)).all())
+    Q = torch.zeros(1, 4, 2, dtype=F64)
+    out = rl.q_learning_update(Q, torch.tensor([0]), torch.tensor([1]), torch.tensor([1e300], dtype=F64),
+                               torch.tensor([0]), 1.0, 1.0)
+    assert float(out[0, 0, 1]) == 1e300
+
+
+@pytest.mark.claim("rl.q-learning")
+@pytest.mark.claim("rl.sarsa")
+@pytest.mark.claim("rl.td-update", role="corrects")
+def test_trainers_apply_their_own_target_on_the_first_step():
+    # deterministic gridworld, every run starts in the centre: one step, alpha = 1, from random tables,
+    # must write exactly r + gamma max_a Q0(s', a) (Q-learning), r + gamma Q0(s', pi(s')) (SARSA with
+    # a deterministic pi), r + gamma V0(s') (TD(0)) into the one entry it visited
+    gw = rl.gridworld(3, 3)._replace(start=torch.eye(9, dtype=F64)[4])
+    nxt = gw.P.argmax(-1)
+    gamma, N = 0.9, 64
+    Q0 = torch.randn(N, 9, 4, generator=generator(60), dtype=F64)
+    V0 = torch.randn(N, 9, generator=generator(61), dtype=F64)
+    ql = rl.run_q_learning(gw, gamma, n_runs=N, n_steps=1, alpha=1.0, epsilon=1.0, generator=generator(62), Q0=Q0).model
+    acts = torch.randint(4, (9,), generator=generator(63))
+    pol = rl.deterministic_policy(acts, 4)
+    sa = rl.run_sarsa(gw, gamma, n_runs=N, n_steps=1, alpha=1.0, policy=pol, generator=generator(64), Q0=Q0).model
+    td = rl.run_td0(gw, torch.full((9, 4), 0.25, dtype=F64), gamma, n_runs=N, n_steps=1, alpha=1.0,
+                    generator=generator(65), V0=V0).model
+    for n in range(N):
+        changed = (ql[n] != Q0[n]).nonzero().tolist()
+        assert len(changed) == 1 and changed[0][0] == 4
+        a = changed[0][1]
+        s2 = int(nxt[4, a])
+        assert float(ql[n, 4, a]) == pytest.approx(float(gw.R[4, a] + gamma * Q0[n, s2].max()), abs=1e-14)
+        a0 = int(acts[4])
+        s2 = int(nxt[4, a0])
+        assert float(sa[n, 4, a0]) == pytest.approx(float(gw.R[4, a0] + gamma * Q0[n, s2, acts[s2]]), abs=1e-14)
+        assert (td[n] != V0[n]).nonzero().flatten().tolist() == [4]
+    # TD(0) under the uniform policy: the new V(4) is r + gamma V0(s') for one of the four neighbours
+    targets = gw.R[4][None, :] + gamma * V0[:, nxt[4]]                            # (N, 4)
+    assert bool(((td[:, 4:5] - targets).abs().min(-1).values < 1e-14).all())
+    # and the behaviour (epsilon = 1) explored: not all runs took the same action
+    assert len({(ql[n] != Q0[n]).nonzero()[0, 1].item() for n in range(N)}) == 4

@@ -204,6 +204,12 @@ def test_jacobian_norms_match_autograd():
     for k in range(t + 1):
         J, _ = _autograd_jacobian(x, h0, W_hh, W_xh, k, t)
         torch.testing.assert_close(norms[t - k], torch.linalg.matrix_norm(J, ord=2))
+    # a batch of 3 sequences of width 4: each column is that sequence's own chain
+    hs3 = torch.tanh(torch.randn(6, 3, W_hh.shape[0], generator=generator(8), dtype=torch.float64))
+    batched = rnn.jacobian_norms(hs3, W_hh, t)
+    assert batched.shape == (t + 1, 3)
+    for b in range(3):
+        torch.testing.assert_close(batched[:, b], rnn.jacobian_norms(hs3[:, b:b + 1], W_hh, t)[:, 0])
 
 
 @pytest.mark.claim("rnn.truncated-bptt")
@@ -266,6 +272,14 @@ def test_clipping_matches_torch(seed, scale, threshold):
 
 
 @pytest.mark.claim("rnn.gradient-clipping", role="corrects")
+def test_clipping_a_zero_gradient_leaves_it_zero():
+    # torch leaves a zero gradient as it is; min(1, threshold / 0) = 1 must not become 0 * inf = NaN
+    out = rnn.clip_gradient_norm([torch.zeros(3, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)], 1.0)
+    for o in out:
+        assert torch.equal(o, torch.zeros_like(o))
+
+
+@pytest.mark.claim("rnn.gradient-clipping", role="corrects")
 def test_clipping_on_device(device):
     gs = [torch.full((10,), 3.0, device=device)]
     out = rnn.clip_gradient_norm(gs, 1.0)
@@ -279,6 +293,8 @@ def test_clipping_on_device(device):
 
 
 def test_bad_input():
+    with pytest.raises(ValueError, match="grad"):
+        rnn.clip_notes(torch.zeros(4), 1.0)  # threshold / ||0|| is undefined
     x, h0, W_hh, W_xh, W_hy = _net(0)
     with pytest.raises(ValueError, match="W_xh"):
         rnn.rnn_forward(x, h0, W_hh, W_xh.T, W_hy)
@@ -286,6 +302,10 @@ def test_bad_input():
         rnn.rnn_forward(x, h0[:1], W_hh, W_xh, W_hy)
     with pytest.raises(TypeError, match="W_hh"):
         rnn.rnn_forward(x, h0, W_hh.float(), W_xh, W_hy)
+    with pytest.raises(ValueError, match="^W_hh:"):
+        rnn.rnn_forward(x, h0, torch.zeros(W_hh.shape[0], W_hh.shape[0] + 1, dtype=torch.float64), W_xh, W_hy)
+    with pytest.raises(ValueError, match="^W_hy:"):
+        rnn.rnn_forward(x, h0, W_hh, W_xh, torch.zeros(2, W_hh.shape[0] + 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="kappa"):
         rnn.bptt_notes(x, h0, W_hh, W_xh, W_hy, torch.zeros(6, 2, 2, dtype=torch.float64), kappa=0)
     with pytest.raises(ValueError, match="dL_dy"):

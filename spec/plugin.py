@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
-import platform
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,8 @@ def pytest_addoption(parser):
     group.addoption("--ledger", metavar="DIR", default=None, help="write ledger.json/.md and index.html into DIR")
     group.addoption("--claims-section", action="append", default=[], metavar="NAME",
                     help="only run tests of claims in this registry file (repeatable), e.g. cnn")
+    group.addoption("--claims-id", action="append", default=[], metavar="ID",
+                    help="only run the tests whose claim markers name this claim id (repeatable)")
     group.addoption("--notes", metavar="PATH", default=None,
                     help="the notes' .tex file for line coverage (default ../shared/notes/machine-perception-summary.tex)")
 
@@ -49,11 +49,133 @@ def claim_marks(item) -> list[tuple[str, str]]:
 
 
 class ClaimsMeta(pytest.Item):
-    """Fails when markers and registry disagree (see module docstring)."""
+    """Fails when markers and registry disagree (see module docstring), or when a test that carries a
+    claim marker cannot back a claim (DESIGN.md, "Claims"). The backing rules read the test's source
+    (an AST check of the function body; nothing is run):
+
+    * a backing test must assert: an ``assert`` or ``raise`` statement, ``pytest.raises``,
+      ``pytest.warns`` or ``pytest.fail``, a call of a function or method whose name starts with
+      ``assert``, ``_assert``, ``check_`` or ``expect`` (``torch.testing.assert_close``,
+      ``result.assert_outcomes``), ``gradcheck``/``gradgradcheck``, a golden fixture's ``.check(...)``,
+      or a call of a helper of the test suite (a function defined in the test's module or imported
+      from another file of the checkout outside impl/, or a method of the test's class called via
+      ``self.``) that itself asserts by these rules;
+    * a test whose only assertions are ``pytest.raises`` is an input-validation test, and those back
+      no claim either.
+
+    A test whose source cannot be read is given the benefit of the doubt.
+    """
+
+    ASSERTING_RE = re.compile(r"_?assert|check_|expect(?:_|$)")
+    ASSERTING_NAMES = frozenset({"warns", "deprecated_call", "fail", "check", "gradcheck", "gradgradcheck"})
 
     def __init__(self, *, problems: list[str], **kw):
         super().__init__(**kw)
         self.problems = problems
+
+    @classmethod
+    def assertion_kinds(cls, fn, root: Path, owner=None, memo: dict | None = None) -> frozenset[str]:
+        """What ``fn``'s body asserts: a subset of {"assert", "raises", "unknown"} (empty: nothing).
+
+        Stops at the first real assertion: the rules only ask whether there is one."""
+        import ast
+        import inspect
+
+        memo = {} if memo is None else memo
+        key = (fn, owner)
+        if key in memo:
+            return memo[key]
+        memo[key] = frozenset()  # a helper that calls itself adds nothing through that call
+        node = cls._function_node(fn, memo.setdefault("files", {}))
+        if node is None:
+            memo[key] = frozenset({"unknown"})
+            return memo[key]
+        glb = getattr(fn, "__globals__", {})
+        kinds: set[str] = set()
+        for n in (n for stmt in node.body for n in ast.walk(stmt)):  # the body: decorators are not the test
+            if "assert" in kinds:
+                break
+            if isinstance(n, (ast.Assert, ast.Raise)):
+                kinds.add("assert")
+                continue
+            if not isinstance(n, ast.Call):
+                continue
+            f = n.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else None
+            if name is None:
+                continue
+            if name == "raises":
+                kinds.add("raises")
+            elif name in cls.ASSERTING_NAMES or cls.ASSERTING_RE.match(name):
+                kinds.add("assert")
+            else:
+                if isinstance(f, ast.Name):
+                    target = glb.get(name)
+                elif isinstance(f.value, ast.Name) and f.value.id == "self" and owner is not None:
+                    target = getattr(owner, name, None)
+                else:
+                    continue
+                if inspect.isfunction(target) and cls._in_checkout(target, root, memo.setdefault("paths", {})):
+                    kinds |= cls.assertion_kinds(target, root, owner, memo)
+        memo[key] = frozenset(kinds)
+        return memo[key]
+
+    @staticmethod
+    def _function_node(fn, files: dict):
+        """The ``def`` of ``fn`` in its file's syntax tree (each file parsed once), or None."""
+        import ast
+
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return None
+        if code.co_filename not in files:
+            try:
+                tree = ast.parse(Path(code.co_filename).read_text(encoding="utf-8"))
+            except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+                tree = None
+            index, todo = {}, [] if tree is None else list(tree.body)
+            while todo:  # module-level functions and methods (of nested classes too)
+                n = todo.pop()
+                if isinstance(n, ast.ClassDef):
+                    todo.extend(n.body)
+                elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    # co_firstlineno is the line of the first decorator, or of the def without one
+                    index[min([n.lineno] + [d.lineno for d in n.decorator_list])] = n
+            files[code.co_filename] = index
+        node = files[code.co_filename].get(code.co_firstlineno)
+        return node if node is not None and node.name == fn.__name__ else None
+
+    @staticmethod
+    def _in_checkout(fn, root: Path, paths: dict) -> bool:
+        filename = fn.__code__.co_filename
+        if filename not in paths:
+            # Helpers of the test suite, not the implementation under test: impl/ raises on bad
+            # input, which is no assertion of a test that calls it.
+            path = Path(filename).resolve()
+            paths[filename] = path.is_relative_to(root) and not path.is_relative_to(root / "impl") \
+                and "site-packages" not in path.parts
+        return paths[filename]
+
+    @classmethod
+    def backing_problem(cls, item, root: Path, memo: dict) -> str | None:
+        """Why ``item`` (a test with a claim marker) cannot back a claim, or None."""
+        import inspect
+
+        fn = getattr(item, "function", None)
+        if fn is None:
+            return None
+        fn = inspect.unwrap(getattr(getattr(fn, "hypothesis", None), "inner_test", fn))
+        kinds = cls.assertion_kinds(fn, Path(root).resolve(), getattr(item, "cls", None), memo)
+        name = item.nodeid.split("[", 1)[0]
+        if "unknown" in kinds:
+            return None
+        if not kinds:
+            return (f"{name}: carries a claim marker but asserts nothing (no assert, pytest.raises or "
+                    f"assert_*/check_* call), so it cannot back a claim")
+        if kinds == {"raises"}:
+            return (f"{name}: only checks that input is rejected (pytest.raises and nothing else); "
+                    f"input-validation tests back no claim: drop its claim marker")
+        return None
 
     def runtest(self):
         if self.problems:
@@ -91,12 +213,28 @@ def pytest_collection_modifyitems(session, config, items):
     sections = set(config.getoption("claims_section"))
     unknown_sections = sections - {c.chapter for c in claims.values()}
     if unknown_sections:
-        raise pytest.UsageError(f"--claims-section: unknown section(s) {sorted(unknown_sections)}")
+        raise pytest.UsageError(f"--claims-section: unknown section(s) {sorted(unknown_sections)}; "
+                                f"sections: {', '.join(sorted({c.chapter for c in claims.values()}))}")
+    ids = set(config.getoption("claims_id"))
+    unknown_ids = ids - set(claims)
+    if unknown_ids:
+        raise pytest.UsageError(f"--claims-id: unknown claim id(s) {sorted(unknown_ids)}")
     problems: list[str] = []
     roles_seen: dict[str, set[str]] = {}
     keep = []
     for item in items:
         marks = claim_marks(item)
+        item.user_properties.append(("claims", [[c, r] for c, r in marks]))
+        # A section's run keeps the tests of its claims and every test in its own files
+        # (properties/test_<stem>.py, ...), so its bad-input tests run too; a claim's run keeps
+        # only the tests whose markers name it. Only the kept tests are checked: a section's run
+        # answers for its own section.
+        in_sections = not sections or any(c.split(".", 1)[0] in sections for c, _ in marks) \
+            or Path(str(item.fspath)).stem.removeprefix("test_") in sections
+        in_ids = not ids or any(c in ids for c, _ in marks)
+        if not (in_sections and in_ids):
+            continue
+        keep.append(item)
         for cid, role in marks:
             if role not in ROLES:
                 problems.append(f"{item.nodeid}: role {role!r} is not one of {ROLES}")
@@ -107,22 +245,26 @@ def pytest_collection_modifyitems(session, config, items):
                                 f"{claims[cid].verdict!r} of {cid!r}")
             else:
                 roles_seen.setdefault(cid, set()).add(role)
-        item.user_properties.append(("claims", [[c, r] for c, r in marks]))
-        # A section's run keeps the tests of its claims and every test in its own files
-        # (properties/test_<stem>.py, ...), so its bad-input tests run too.
-        if not sections or any(c.split(".", 1)[0] in sections for c, _ in marks) \
-                or Path(str(item.fspath)).stem.removeprefix("test_") in sections:
-            keep.append(item)
-    # A full collection, or an explicit --claims-section, must back every claim it covers.
-    if sections or _full_collection(config):
+    # A full collection, or an explicit --claims-section / --claims-id, must back every claim it covers.
+    if sections or ids or _full_collection(config):
         for cid, claim in claims.items():
-            if sections and claim.chapter not in sections:
+            if (sections and claim.chapter not in sections) or (ids and cid not in ids):
                 continue
             missing = [r for r in REQUIRED_ROLES[claim.verdict] if r not in roles_seen.get(cid, set())]
             if missing:
                 problems.append(f"{cid} ({claim.file}): verdict {claim.verdict!r} has no {'/'.join(missing)} test")
-    if sections:
-        deselected = [i for i in items if i not in keep]
+    # Backing tests must assert something, and something more than rejecting bad input.
+    memo: dict = {}
+    reported: set[str] = set()
+    for item in keep:
+        if claim_marks(item):
+            problem = ClaimsMeta.backing_problem(item, config.rootpath, memo)
+            if problem and problem not in reported:
+                reported.add(problem)
+                problems.append(problem)
+    if sections or ids:
+        kept = {id(i) for i in keep}
+        deselected = [i for i in items if id(i) not in kept]
         if deselected:
             config.hook.pytest_deselected(items=deselected)
         items[:] = keep
@@ -132,7 +274,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 class _Recorder:
-    """Collects each test's outcome, duration and properties; one per config (pytester runs nest)."""
+    """Collects each test's outcome, duration, properties and skip reason; one per config (pytester runs nest)."""
 
     def __init__(self, config):
         self.config = config
@@ -144,7 +286,7 @@ class _Recorder:
         res = self.config._claim_results.setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0, "props": {}})
         res["seconds"] += getattr(report, "duration", 0.0)
         for k, v in report.user_properties:
-            if k in ("evidence", "figure"):
+            if k in ("evidence", "figure", "caption", "figure_claims"):
                 res["props"].setdefault(k, [])
                 if v not in res["props"][k]:
                     res["props"][k].append(v)
@@ -154,62 +296,30 @@ class _Recorder:
             res["outcome"] = "failed" if report.when == "call" else "error"
         elif report.skipped and res["outcome"] == "passed":
             res["outcome"] = "skipped"
+            res["reason"] = _skip_reason(report)
+
+
+def _skip_reason(report) -> str:
+    """The reason of a skip: longrepr is (path, line, "Skipped: why") for skip/importorskip/skipif."""
+    lr = report.longrepr
+    if isinstance(lr, tuple) and len(lr) == 3:
+        why = str(lr[2])
+    else:
+        why = str(lr or "skipped")
+    return why.removeprefix("Skipped: ").strip()[:300] or "skipped"
 
 
 def _environment() -> dict:
-    import torch
+    from spec.ledger import environment
 
-    if torch.cuda.is_available():
-        device = f"cuda:0 ({torch.cuda.get_device_name(0)})"
-    else:
-        device = "cpu"
-    return {"python": platform.python_version(), "torch": torch.__version__, "device": device,
-            "dtype": "float64 exactness on CPU; float32 on every device", "platform": platform.platform()}
+    return environment()
 
 
 def build_ledger(claims, results, notes_path: Path | None) -> dict:
-    """The ledger dict of DESIGN.md from the registry and the per-test results."""
-    from spec.coverage import notes_coverage
+    """The ledger dict of DESIGN.md from the registry and the per-test results (see spec/ledger.py)."""
+    from spec.ledger import build_ledger as build
 
-    by_claim: dict[str, list[dict]] = {cid: [] for cid in claims}
-    evidence: dict[str, list[str]] = {cid: [] for cid in claims}
-    figures: dict[str, list[str]] = {cid: [] for cid in claims}
-    for nodeid, res in sorted(results.items()):
-        for cid, role in res["props"].get("claims", []):
-            if cid not in by_claim:
-                continue
-            by_claim[cid].append({"nodeid": nodeid, "role": role, "outcome": res["outcome"],
-                                  "seconds": round(res["seconds"], 4)})
-            evidence[cid].extend(e for e in res["props"].get("evidence", []) if e not in evidence[cid])
-            figures[cid].extend(f for f in res["props"].get("figure", []) if f not in figures[cid])
-    out_claims = []
-    counts = {"claims": len(claims), "holds": 0, "false-as-written": 0, "conditional": 0,
-              "not-testable": 0, "failing": 0}
-    for cid, c in claims.items():
-        tests = [t for t in by_claim[cid] if t["outcome"] != "skipped"]
-        if any(t["outcome"] in ("failed", "error") for t in tests):
-            status = "failing"
-        elif tests and all(any(t["role"] == r and t["outcome"] == "passed" for t in tests)
-                           for r in REQUIRED_ROLES[c.verdict]) and REQUIRED_ROLES[c.verdict]:
-            status = "confirmed"
-        else:
-            status = "untested"
-        counts[c.verdict] += 1
-        counts["failing"] += status == "failing"
-        entry = {"id": cid, "section": c.section, "kind": c.kind, "statement": c.statement,
-                 "lines": c.lines, "verdict": c.verdict, "correction": c.correction, "reason": c.reason,
-                 "status": status, "tests": by_claim[cid], "evidence": "; ".join(evidence[cid])}
-        if figures[cid]:
-            entry["figures"] = figures[cid]
-        out_claims.append(entry)
-    cov = notes_coverage(notes_path, claims) if notes_path else None
-    counts["notes_lines"] = cov["notes_lines"] if cov else 0
-    counts["notes_lines_covered"] = cov["notes_lines_covered"] if cov else 0
-    ledger = {"generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "environment": _environment(), "summary": counts, "claims": out_claims}
-    if cov:
-        ledger["coverage"] = cov
-    return ledger
+    return build(claims, results, notes_path)
 
 
 def resolve_notes(config) -> Path | None:
@@ -230,9 +340,19 @@ def pytest_sessionfinish(session, exitstatus):
     sections = set(config.getoption("claims_section"))
     if sections:
         claims = {k: v for k, v in claims.items() if v.chapter in sections}
-    ledger = build_ledger(claims, config._claim_results, notes)
-    ledger["notes_file"] = str(notes) if notes else None
-    write_reports(ledger, Path(out), notes)
+    ids = set(config.getoption("claims_id", default=None) or [])
+    if ids:
+        claims = {k: v for k, v in claims.items() if k in ids}
+    if sections or ids:
+        from spec.ledger import build_ledger as build
+
+        ledger = build(claims, config._claim_results, notes, scoped=True)
+    else:
+        ledger = build_ledger(claims, config._claim_results, notes)
+    given = config.getoption("notes")
+    if notes is None and given:
+        ledger["notes_error"] = f"notes file {given} does not exist"
+    write_reports(ledger, Path(out), notes if ledger.get("notes_file") else None)
     config._ledger = ledger
 
 
@@ -240,12 +360,16 @@ def pytest_terminal_summary(terminalreporter, config):
     ledger = getattr(config, "_ledger", None)
     if ledger is None:
         return
+    from spec.report import severity_summary_lines
+
     s = ledger["summary"]
     terminalreporter.write_sep("=", "claims ledger")
     terminalreporter.write_line(
         f"{s['claims']} claims: {s['holds']} hold, {s['false-as-written']} false as written, "
         f"{s['conditional']} conditional, {s['not-testable']} not testable; {s['failing']} failing; "
         f"notes lines covered {s['notes_lines_covered']}/{s['notes_lines']}")
-    if ledger.get("notes_file") is None:
+    for line in severity_summary_lines(ledger, width=terminalreporter._tw.fullwidth):
+        terminalreporter.write_line(line)
+    if ledger.get("notes_file") is None and not ledger.get("notes_error"):
         terminalreporter.write_line("notes file not found: line coverage not computed (use --notes PATH)")
     terminalreporter.write_line(f"written to {config.getoption('ledger')}/ledger.json, ledger.md, index.html")

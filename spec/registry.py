@@ -23,7 +23,6 @@ OPTIONAL = ("correction", "reason", "severity")
 # How much a flagged finding matters to a reader (DESIGN.md, "Claims"), most serious first.
 SEVERITIES = ("error", "slip", "fine-print")
 FLAGGED = ("false-as-written", "conditional")
-REQUIRE_SEVERITY = False  # TEMPORARY while the registry is being filled in
 ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\.[a-z0-9]+(?:-[a-z0-9]+)*$")
 LINES_RE = re.compile(r"^\s*\d+(?:\s*-\s*\d+)?(?:\s*,\s*\d+(?:\s*-\s*\d+)?)*\s*$")
 
@@ -111,7 +110,7 @@ def _claim_from_table(table: dict, path: Path, index: int) -> Claim:
         for k in ("correction", "reason") if table["verdict"] != "not-testable" else ("reason",):
             if k not in table:
                 raise RegistryError(f"{where}: verdict {table['verdict']!r} needs a {k!r}")
-    if REQUIRE_SEVERITY and table["verdict"] in FLAGGED and "severity" not in table:
+    if table["verdict"] in FLAGGED and "severity" not in table:
         raise RegistryError(f"{where}: verdict {table['verdict']!r} needs a 'severity' (one of {SEVERITIES})")
     if "severity" in table:
         if table["verdict"] not in FLAGGED:

@@ -21,6 +21,7 @@ section = "Demo"
 statement = "2 + 2 = 5"
 kind = "identity"
 verdict = "false-as-written"
+severity = "error"
 lines = "2-3"
 correction = "2 + 2 = 4"
 reason = "arithmetic"
@@ -54,7 +55,10 @@ def test_corrects():
 
 
 @pytest.fixture
-def project(pytester):
+def project(pytester, monkeypatch):
+    # pytest prints full failure messages in its short summary under CI: keep the runs alike
+    for var in ("CI", "BUILD_NUMBER"):
+        monkeypatch.delenv(var, raising=False)
     pytester.makeini("[pytest]\nclaims_registry = claims\n")
     (pytester.path / "claims").mkdir()
     (pytester.path / "claims" / "demo.toml").write_text(REGISTRY)
@@ -158,6 +162,9 @@ def test_ledger_under_xdist_matches_the_serial_one(project):
     (lambda r: r.replace('correction = "2 + 2 = 4"\n', ""), "needs a 'correction'"),
     (lambda r: r.replace('verdict = "holds"', 'verdict = "true"'), "verdict 'true'"),
     (lambda r: r.replace('id = "demo.adds"', 'id = "other.adds"'), "file's stem"),
+    (lambda r: r.replace('severity = "error"\n', ""), "needs a 'severity'"),
+    (lambda r: r.replace('severity = "error"', 'severity = "typo"'), "severity 'typo'"),
+    (lambda r: r.replace('verdict = "holds"', 'verdict = "holds"\nseverity = "slip"', 1), "take a severity"),
 ])
 def test_registry_errors_name_the_file_and_claim(project, edit, message):
     (project.path / "claims" / "demo.toml").write_text(edit(REGISTRY))
@@ -166,3 +173,156 @@ def test_registry_errors_name_the_file_and_claim(project, edit, message):
     assert result.ret != 0
     err = result.stderr.str() + result.stdout.str()
     assert message in err and "demo.toml" in err
+
+
+HELPERS = '''
+def agrees(a, b):
+    assert a == b
+
+
+def compute(a):
+    return 2 * a
+'''
+
+BACKING_TESTS = '''
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from helpers import agrees, compute as compute_elsewhere
+
+
+def _close(a, b):
+    assert abs(a - b) < 1e-12
+
+
+def _compute(a):
+    return a + 1
+
+
+class TestGroup:
+    def _check_it(self, x):
+        assert x == 2
+
+    @pytest.mark.claim("demo.adds")
+    def test_method_helper(self):
+        self._check_it(1 + 1)
+
+
+@pytest.mark.claim("demo.adds")
+def test_good_helper():
+    _close(1 + 1, 2)
+
+
+@pytest.mark.claim("demo.adds")
+def test_good_imported_helper():
+    agrees(1 + 1, 2)
+
+
+@pytest.mark.claim("demo.adds")
+def test_bad_imported_helper():
+    compute_elsewhere(1)
+
+
+@pytest.mark.claim("demo.adds")
+def test_good_library_assert():
+    np.testing.assert_equal(1 + 1, 2)
+
+
+@pytest.mark.claim("demo.adds")
+def test_good_raises_and_assert():
+    with pytest.raises(ZeroDivisionError):
+        1 / 0
+    assert 1 + 1 == 2
+
+
+@pytest.mark.claim("demo.adds")
+@given(st.integers(0, 3))
+def test_good_given(n):
+    assert n + n == 2 * n
+
+
+def test_unmarked_validation():
+    with pytest.raises(ValueError):
+        int("x")
+
+
+@pytest.mark.claim("demo.adds")
+def test_bad_figure():
+    _compute(1)
+
+
+@pytest.mark.claim("demo.adds")
+def test_bad_validation():
+    with pytest.raises(ValueError):
+        int("x")
+    pytest.raises(TypeError, int, None)
+
+
+@pytest.mark.claim("demo.adds")
+@pytest.mark.parametrize("n", [1, 2])
+def test_bad_parametrized(n):
+    _compute(n)
+
+
+@pytest.mark.claim("demo.adds")
+@given(st.integers(0, 3))
+def test_bad_given(n):
+    _compute(n)
+'''
+
+
+def test_backing_tests_must_assert_more_than_rejecting_input(project):
+    project.makepyfile(test_demo=GOOD_TESTS, test_backing=BACKING_TESTS, helpers=HELPERS)
+    project.syspathinsert()
+    result = run(project)
+    text = meta_failure(result)
+    problems = [ln for ln in text.splitlines() if "test_backing.py::" in ln]
+    flagged = {ln.split("::")[-1].split(":")[0] for ln in problems}
+    assert flagged == {"test_bad_figure", "test_bad_validation", "test_bad_parametrized", "test_bad_given",
+                       "test_bad_imported_helper"}
+    assert sum("test_bad_parametrized" in ln for ln in problems) == 1  # once per function, not per case
+    assert "test_backing.py::test_bad_figure: carries a claim marker but asserts nothing" in text
+    assert "test_backing.py::test_bad_validation: only checks that input is rejected" in text
+    # The flagged tests themselves pass: only the meta-check fails.
+    result.assert_outcomes(passed=16, failed=1)
+
+
+def test_claims_id_runs_only_that_claims_tests(project):
+    project.makepyfile(test_demo=GOOD_TESTS)
+    result = run(project, "--claims-id", "demo.wrong")
+    result.assert_outcomes(passed=3, deselected=1)  # refutes, corrects and the meta-check
+    claims = {c["id"]: c for c in ledger(project)["claims"]}
+    assert claims["demo.wrong"]["status"] == "confirmed" and "demo.adds" not in claims
+
+
+def test_claims_id_checks_the_backing_of_that_claim(project):
+    project.makepyfile(test_demo=GOOD_TESTS.replace('@pytest.mark.claim("demo.wrong", role="corrects")\n', ""))
+    result = run(project, "--claims-id", "demo.wrong")
+    assert "demo.wrong" in meta_failure(result) and "has no corrects test" in result.stdout.str()
+
+
+def test_unknown_claims_id_or_section_is_a_usage_error(project):
+    project.makepyfile(test_demo=GOOD_TESTS)
+    result = run(project, "--claims-id", "demo.nope")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "unknown claim id(s) ['demo.nope']" in result.stderr.str()
+    result = run(project, "--claims-section", "nope")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "unknown section(s) ['nope']; sections: demo" in result.stderr.str()
+
+
+def test_a_section_run_answers_for_its_own_section_only(project):
+    (project.path / "claims" / "other.toml").write_text(
+        REGISTRY.split("[[claim]]")[1].replace("demo.adds", "other.adds").join(["[[claim]]", ""]))
+    project.makepyfile(test_demo=GOOD_TESTS, test_other=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.claim("other.adds", role="refutes")
+        def test_wrong_role():
+            assert True
+    """))
+    result = run(project, "--claims-section", "demo")
+    result.assert_outcomes(passed=4, deselected=1)  # other's broken marker is other's run's business
+    result = run(project, "--claims-section", "other")
+    assert "role 'refutes' disagrees with the verdict 'holds' of 'other.adds'" in meta_failure(result)

@@ -36,7 +36,7 @@ def test_chain_rule():
 
 
 @pytest.mark.symbolic
-@pytest.mark.claim("appendix.inverse-rule")
+@pytest.mark.claim("appendix.inverse-rule", role="corrects")
 @pytest.mark.parametrize("fn,inv,dom", [
     (lambda t: sp.exp(t), lambda y: sp.log(y), sp.Symbol("y", positive=True)),
     (lambda t: sp.sinh(t), lambda y: sp.asinh(y), sp.Symbol("y", real=True)),
@@ -46,6 +46,17 @@ def test_inverse_rule(fn, inv, dom):
     t = sp.Symbol("t", real=True)
     fp = sp.diff(fn(t), t)
     assert sp.simplify(sp.diff(inv(dom), dom) - 1 / fp.subs(t, inv(dom))) == 0
+
+
+@pytest.mark.symbolic
+@pytest.mark.claim("appendix.inverse-rule", role="refutes")
+def test_inverse_rule_fails_where_the_derivative_vanishes():
+    # f(x) = x^3 is invertible on R, but f'(f^{-1}(0)) = 0: the printed right side is 1/0 and the
+    # difference quotients of f^{-1}(y) = y^(1/3) at 0 grow without bound
+    x, h = sp.symbols("x h", positive=True)
+    fp = sp.diff(x ** 3, x)
+    assert fp.subs(x, 0) == 0
+    assert sp.limit((h ** sp.Rational(1, 3) - 0) / h, h, 0, "+") == sp.oo
 
 
 @pytest.mark.symbolic

@@ -15,7 +15,24 @@ def _positive(*names):
     return sp.symbols(names, positive=True)
 
 
-@pytest.mark.claim("diffusion.proof-closed-form")
+@pytest.mark.claim("diffusion.proof-closed-form", role="refutes")
+def test_proof_with_one_noise_symbol_is_wrong(record_property):
+    """Read literally, the proof reuses one epsilon in both steps: then x_t's noise coefficient is
+    sqrt(alpha_t (1 - alpha_{t-1})) + sqrt(1 - alpha_t), whose square is not 1 - alpha_t alpha_{t-1}."""
+    a_t, a_s = sp.symbols("alpha_t alpha_s", positive=True)
+    x2, e = sp.symbols("x_{t-2} eps")
+    xt = sp.expand(sp.sqrt(a_t) * (sp.sqrt(a_s) * x2 + sp.sqrt(1 - a_s) * e) + sp.sqrt(1 - a_t) * e)
+    coeff = xt.coeff(e)
+    gap = sp.simplify(coeff ** 2 - (1 - a_t * a_s))
+    assert gap != 0
+    half = {a_t: sp.Rational(1, 2), a_s: sp.Rational(1, 2)}
+    assert float(coeff.subs(half)) == pytest.approx(0.5 + 0.5 ** 0.5, rel=1e-15)
+    assert float(sp.sqrt(1 - a_t * a_s).subs(half)) == pytest.approx(0.75 ** 0.5, rel=1e-15)
+    record_property("evidence", f"same eps twice: coefficient^2 - (1 - alpha_t alpha_s) = {gap} != 0 "
+                    "(alpha = 1/2: 1.207 against 0.866)")
+
+
+@pytest.mark.claim("diffusion.proof-closed-form", role="corrects")
 def test_proof_each_equality():
     """The proof's equalities one at a time, with alpha_t = 1 - beta_t."""
     a_t, a_s = sp.symbols("alpha_t alpha_s", positive=True)    # alpha_t, alpha_{t-1}
@@ -33,7 +50,7 @@ def test_proof_each_equality():
     assert sp.simplify(merged_var - (1 - a_t * a_s)) == 0
 
 
-@pytest.mark.claim("diffusion.proof-closed-form")
+@pytest.mark.claim("diffusion.proof-closed-form", role="corrects")
 def test_proof_induction_step():
     """'= ... =': if x_{t-1} = sqrt(ab_{t-1}) x_0 + sqrt(1 - ab_{t-1}) eps then x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps'
     with ab_t = alpha_t ab_{t-1}."""
@@ -44,7 +61,7 @@ def test_proof_induction_step():
     assert sp.simplify(xt.coeff(e1) ** 2 + xt.coeff(e2) ** 2 - (1 - ab_t)) == 0
 
 
-@pytest.mark.claim("diffusion.proof-closed-form")
+@pytest.mark.claim("diffusion.proof-closed-form", role="corrects")
 @pytest.mark.parametrize("T", [1, 2, 5])
 def test_proof_unrolled_chain(T):
     """Unroll T forward steps with fresh noises: coefficient of x_0 is prod sqrt(alpha_i), noise variance 1 - prod alpha_i."""

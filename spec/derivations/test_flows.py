@@ -25,7 +25,7 @@ def test_change_of_variables_1d_symbolic():
     assert sp.integrate(p_z, (z, -sp.oo, sp.oo)) == 1
 
 
-@pytest.mark.claim("flows.coupling-jacobian")
+@pytest.mark.claim("flows.coupling-jacobian", role="corrects")
 @pytest.mark.claim("flows.volume-preserving")
 def test_coupling_jacobian_symbolic():
     x1, x2 = sp.symbols("x1 x2", real=True)

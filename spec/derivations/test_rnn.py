@@ -239,6 +239,7 @@ def test_figure_gradient_norms(save_figure, record_property):
     ax.set_ylabel(r"$\|\partial h_t / \partial h_k\|_2$")
     ax.set_title("tanh RNN: vanishing / exploding gradients (1/gamma = 1)")
     ax.legend(fontsize=7)
-    save_figure(fig, "rnn-gradient-norms.png")
+    save_figure(fig, "rnn-gradient-norms.png",
+                caption='Norm of $\\partial h_t / \\partial h_k$ of a tanh RNN against $t - k$ for several largest singular values $\\lambda_1$: it decays geometrically for $\\lambda_1 < 1/\\gamma$, and also for $\\lambda_1 = 2$ once the state saturates.')
     assert ends[0.8] < 1e-5 and ends[1.2] > 1e3
     record_property("evidence", "||dh_T/dh_{T-60}||: " + ", ".join(f"lambda_1={k}: {v:.2e}" for k, v in ends.items()))

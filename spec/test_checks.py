@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from impl._checks import check_choice, check_float, check_int, check_same, check_tensor
+from impl._checks import check_choice, check_float, check_int, check_probability, check_same, check_tensor
 
 
 def test_check_int():
@@ -41,3 +41,12 @@ def test_check_tensor_and_same():
         check_same(x, "x", y=x.double())
     with pytest.raises(ValueError, match="mode: expected one of"):
         check_choice("z", "mode", ["a", "b"])
+
+
+def test_probability_vectors_allow_rounding_and_nothing_more():
+    p = torch.rand(7, dtype=torch.float64)
+    check_probability((p / p.sum())[None], "p")  # sums to 1 up to rounding
+    check_probability(torch.tensor([1 + 2 ** -52], dtype=torch.float64), "p")  # one entry, rounded up
+    for bad in ([0.5, 0.6], [1.2, -0.2], [0.5, float("nan")]):
+        with pytest.raises(ValueError, match="^p:"):
+            check_probability(torch.tensor(bad, dtype=torch.float64), "p")

@@ -25,86 +25,61 @@ def setup(request):
     return ref, W, b, x, z
 
 
-def test_lstm_forward_torch(measure, setup):
+def _forward(measure, setup, group, seq=None):
+    """Time the forward pass of torch.nn.LSTM (seq None, the group's reference) or of ``seq``."""
     ref, W, b, x, z = setup
 
     def fwd():
         with torch.no_grad():
-            return ref(x)
+            return ref(x) if seq is None else seq(x, z, z, W, b)
 
-    measure(fwd, group="lstm.forward", role="reference", rounds=5)
+    measure(fwd, group=group, role="reference" if seq is None else "kernel", rounds=5)
+
+
+def _forward_backward(measure, setup, group, seq=None):
+    """Time forward + backward of sum(h_1..h_T) for torch.nn.LSTM (seq None) or ``seq``."""
+    ref, W, b, x, z = setup
+
+    def fb():
+        if seq is None:
+            ref.zero_grad()
+            out, _ = ref(x)
+        else:
+            W.grad = b.grad = None
+            out, _ = seq(x, z, z, W, b)
+        out.sum().backward()
+
+    measure(fb, group=group, role="reference" if seq is None else "kernel", rounds=5)
+
+
+def test_lstm_forward_torch(measure, setup):
+    _forward(measure, setup, "lstm.forward")
 
 
 def test_lstm_forward_notes(measure, setup):
-    ref, W, b, x, z = setup
-
-    def fwd():
-        with torch.no_grad():
-            return L.lstm_sequence(x, z, z, W, b)
-
-    measure(fwd, group="lstm.forward", rounds=5)
+    _forward(measure, setup, "lstm.forward", L.lstm_sequence)
 
 
 def test_lstm_forward_backward_torch(measure, setup):
-    ref, W, b, x, z = setup
-
-    def fb():
-        ref.zero_grad()
-        out, _ = ref(x)
-        out.sum().backward()
-
-    measure(fb, group="lstm.forward-backward", role="reference", rounds=5)
+    _forward_backward(measure, setup, "lstm.forward-backward")
 
 
 def test_lstm_forward_backward_notes(measure, setup):
-    ref, W, b, x, z = setup
-
-    def fb():
-        W.grad = b.grad = None
-        hs, _ = L.lstm_sequence(x, z, z, W, b)
-        hs.sum().backward()
-
-    measure(fb, group="lstm.forward-backward", rounds=5)
+    _forward_backward(measure, setup, "lstm.forward-backward", L.lstm_sequence)
 
 
 # The fast path (one addmm per step, BPTT written out) against the same torch.nn.LSTM.
 def test_lstm_fast_forward_torch(measure, setup):
-    ref, W, b, x, z = setup
-
-    def fwd():
-        with torch.no_grad():
-            return ref(x)
-
-    measure(fwd, group="lstm.fast-forward", role="reference", rounds=5)
+    _forward(measure, setup, "lstm.fast-forward")
 
 
 def test_lstm_fast_forward_notes(measure, setup):
-    ref, W, b, x, z = setup
-
-    def fwd():
-        with torch.no_grad():
-            return L.lstm_sequence_fast(x, z, z, W, b)
-
-    measure(fwd, group="lstm.fast-forward", rounds=5)
+    _forward(measure, setup, "lstm.fast-forward", L.lstm_sequence_fast)
 
 
 def test_lstm_fast_forward_backward_torch(measure, setup):
-    ref, W, b, x, z = setup
-
-    def fb():
-        ref.zero_grad()
-        out, _ = ref(x)
-        out.sum().backward()
-
-    measure(fb, group="lstm.fast-forward-backward", role="reference", rounds=5)
+    _forward_backward(measure, setup, "lstm.fast-forward-backward")
 
 
 def test_lstm_fast_forward_backward_notes(measure, setup):
-    ref, W, b, x, z = setup
-
-    def fb():
-        W.grad = b.grad = None
-        hs, _ = L.lstm_sequence_fast(x, z, z, W, b)
-        hs.sum().backward()
-
-    measure(fb, group="lstm.fast-forward-backward", rounds=5)
+    _forward_backward(measure, setup, "lstm.fast-forward-backward", L.lstm_sequence_fast)

@@ -29,10 +29,14 @@ def gaussian_log_density(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor)
     L, info = torch.linalg.cholesky_ex(sigma)
     if torch.any(info != 0):
         raise ValueError("sigma: not positive definite")
-    diff = (x - mu).unsqueeze(-1)
-    L = L.expand(*diff.shape[:-2], d, d) if L.ndim < diff.ndim else L
-    z = torch.linalg.solve_triangular(L, diff.expand(*L.shape[:-2], d, 1), upper=False).squeeze(-1)
-    logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    try:
+        batch = torch.broadcast_shapes(x.shape[:-1], mu.shape[:-1], sigma.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"sigma: batch shape {tuple(sigma.shape[:-2])} does not broadcast with x's "
+                         f"{tuple(x.shape[:-1])} and mu's {tuple(mu.shape[:-1])}") from None
+    diff = (x - mu).unsqueeze(-1).expand(*batch, d, 1)
+    z = torch.linalg.solve_triangular(L.expand(*batch, d, d), diff, upper=False).squeeze(-1)
+    logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1).expand(batch)
     return -0.5 * (d * math.log(2 * math.pi) + logdet + (z * z).sum(-1))
 
 

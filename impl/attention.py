@@ -67,41 +67,60 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return attention_weights(q, k, causal=causal, mask=mask) @ v
 
 
+# Rows of scores per block, so that a block (all heads) holds about 2^18 floats (1 MiB in float32):
+# it stays in a core's L2 cache between the matmul that writes it, the softmax and the matmul
+# that reads it. Measured on this project's 2-core CPU at T = 1024, 8 heads of width 8, causal:
+# 32-row blocks run 1.3x the fused kernel (2 threads), 128-row blocks 1.6x.
+_BLOCK_FLOATS = 1 << 18
+
+
 def scaled_dot_product_attention_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                                          causal: bool = False, mask: torch.Tensor | None = None,
-                                         chunk: int = 128) -> torch.Tensor:
+                                         chunk: int | None = None) -> torch.Tensor:
     """The same formula, ``chunk`` queries at a time: the fast path beside the plain reference.
 
     The plain path builds the whole (Tq, Tk) score matrix three times over (scores, masked scores,
     softmax), which for T = 1024 and 8 heads no longer fits in cache: its time then grows faster
-    than its T^2 FLOPs. A block of ``chunk`` query rows keeps the scores in cache, and with the
-    causal mask a block needs only the keys up to its last query, which halves the work.
+    than its T^2 FLOPs. A block of ``chunk`` query rows keeps the scores in cache; with the causal
+    mask a block needs only the keys up to its last query, which halves the work; the scale is
+    applied to Q once, and a user's mask enters through ``baddbmm`` in the same pass as Q K^T.
+    ``chunk`` None picks the block from the cache size (``_BLOCK_FLOATS``).
 
     q: (..., Tq, d), k: (..., Tk, d), v: (..., Tk, dv), mask: additive, broadcastable to
     (..., Tq, Tk) -> (..., Tq, dv).
     """
     _check_qkv(q, k, v)
-    chunk = check_int(chunk, "chunk", min=1)
-    Tq, Tk = q.shape[-2], k.shape[-2]
+    Tq, Tk, d, dv = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
     if causal and Tq != Tk:
         raise ValueError("causal: needs as many queries as keys")
+    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    n = math.prod(lead)
+    if chunk is None:
+        chunk = max(16, 1 << max(0, (_BLOCK_FLOATS // max(1, n * Tk)).bit_length() - 1))
+    chunk = check_int(chunk, "chunk", min=1)
+    # one flat batch of matrices for bmm (expand copies only when q, k, v broadcast against each other)
+    q3 = (q * (1 / math.sqrt(d))).expand(*lead, Tq, d).reshape(n, Tq, d)
+    k3 = k.expand(*lead, Tk, d).reshape(n, Tk, d)
+    v3 = v.expand(*lead, Tk, dv).reshape(n, Tk, dv)
     if mask is not None:
         check_tensor(mask, "mask")
         check_same(q, "q", mask=mask)
-        mask = mask.expand(*mask.shape[:-2], Tq, Tk) if mask.ndim >= 2 else mask.expand(Tq, Tk)
-    scale = 1 / math.sqrt(q.shape[-1])
+        mask = mask.expand(*lead, Tq, Tk).reshape(n, Tq, Tk) if mask.ndim > 2 else mask.expand(Tq, Tk)
+    # Causal: the keys before a block are all visible and those after its last query all masked,
+    # so only the block's own (chunk, chunk) square needs the triangle (building the whole (T, T)
+    # mask would cost a third of the run at T = 1024).
     tri = causal_mask(min(chunk, Tq), device=q.device, dtype=q.dtype) if causal else None
     blocks = []
     for s in range(0, Tq, chunk):
         e = min(s + chunk, Tq)
-        kk, vv = (k[..., :e, :], v[..., :e, :]) if causal else (k, v)
-        scores = torch.matmul(q[..., s:e, :], kk.transpose(-2, -1)).mul_(scale)
-        if causal:  # keys before the block are all visible; within it, the lower triangle
+        keys = e if causal else Tk
+        kT = k3[:, :keys].transpose(1, 2)
+        scores = (torch.bmm(q3[:, s:e], kT) if mask is None
+                  else torch.baddbmm(mask[..., s:e, :keys], q3[:, s:e], kT))
+        if causal:
             scores[..., s:e] += tri[: e - s, : e - s]
-        if mask is not None:
-            scores = scores + mask[..., s:e, : kk.shape[-2]]
-        blocks.append(torch.matmul(torch.softmax(scores, dim=-1), vv))
-    return torch.cat(blocks, dim=-2)
+        blocks.append(torch.bmm(torch.softmax(scores, dim=-1), v3[:, :keys]))
+    return torch.cat(blocks, dim=1).view(*lead, Tq, dv)
 
 
 def scaled_dot_product_attention_fused(q, k, v, *, causal: bool = False) -> torch.Tensor:

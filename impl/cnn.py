@@ -312,6 +312,7 @@ def transposed_conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None =
     out = out[..., padding: Hf - padding, padding: Wf - padding]
     if b is not None:
         check_tensor(b, "b", shape=(Co,))
+        check_same(x, "x", b=b)
         out = out + b[:, None, None]
     return out
 

@@ -243,3 +243,32 @@ def test_appendix_functions_broadcast_and_batch():
     post = appendix.bayes_posterior(lik, prior)
     torch.testing.assert_close(post.sum(-2), torch.ones(2, 5, dtype=F64))
     torch.testing.assert_close(post * (lik * prior[..., None]).sum(-2, keepdim=True), lik * prior[..., None])
+
+
+@pytest.mark.claim("appendix.gaussian-density")
+@pytest.mark.claim("appendix.matrix-determinant-lemma")
+@pytest.mark.claim("appendix.bayes-rule")
+def test_appendix_functions_over_two_batch_axes():
+    # two leading batch axes (2, 3): every reduction must run over the event axes (the last ones), which a
+    # single batch axis cannot tell from the first axes; references computed one matrix at a time
+    F64 = torch.float64
+    g = generator(12)
+    d = 3
+    M = torch.randn(2, 3, d, d, generator=g, dtype=F64)
+    S = M @ M.transpose(-1, -2) + torch.eye(d, dtype=F64)
+    x, mu = torch.randn(2, 2, 3, d, generator=g, dtype=F64)
+    ref = torch.tensor([[scipy.stats.multivariate_normal(mu[i, j].numpy(), S[i, j].numpy()).logpdf(x[i, j].numpy())
+                         for j in range(3)] for i in range(2)], dtype=F64)
+    torch.testing.assert_close(appendix.gaussian_log_density(x, mu, S), ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(appendix.gaussian_density(x, mu, S), ref.exp(), rtol=1e-9, atol=0)
+    u, v = torch.randn(2, 2, 3, d, generator=g, dtype=F64)
+    det_ref = torch.tensor([[float(np.linalg.det((S[i, j] + torch.outer(u[i, j], v[i, j])).numpy())) for j in range(3)]
+                            for i in range(2)], dtype=F64)
+    torch.testing.assert_close(appendix.det_rank_one_update(S, u, v), det_ref, rtol=1e-10, atol=1e-10)
+    lik = torch.softmax(torch.randn(2, 3, 4, 5, generator=g, dtype=F64), -1)
+    prior = torch.softmax(torch.randn(2, 3, 4, generator=g, dtype=F64), -1)
+    post = appendix.bayes_posterior(lik, prior)
+    for i in range(2):
+        for j in range(3):
+            joint = lik[i, j] * prior[i, j][:, None]  # P(B = b | A = a) P(A = a), (nA, nB)
+            torch.testing.assert_close(post[i, j], joint / joint.sum(0, keepdim=True))

@@ -939,7 +939,9 @@ def test_a_next_step_predictor_of_the_same_variable_is_a_generative_model(record
     ancestral sampling draws from: a sequence model is generative."""
     torch.manual_seed(3)
     wn = WaveNet(levels=2, residual=4, dilations=[1, 2]).double()
-    _strengthen(wn, 2)
+    # weights x4: strong dependence on the past (KL from the no-feedback sampler's law ~0.19 nats;
+    # x2 gave 1e-3, which 4000 samples cannot resolve), and still >= 10 expected counts per cell
+    _strengthen(wn, 4)
     T = 6
     h = F.one_hot(torch.randint(0, 2, (1, T), generator=generator(4)), 2).transpose(1, 2).double()
     J = jacobian(lambda v: wn.logits_from_onehot(v)[0], h)  # (K, T, 1, K, T)
@@ -950,8 +952,15 @@ def test_a_next_step_predictor_of_the_same_variable_is_a_generative_model(record
         P = wn.log_prob(X).exp()
     assert float(P.sum()) == pytest.approx(1.0, abs=1e-13)
     p = _chi2_pvalue(_cell_index(wn.sample(4000, 4, generator=generator(5)), X), P)
-    assert p > FALSE_ALARM
-    record_property("evidence", f"causal Jacobian; joint over 16 sequences sums to 1; samples chi-square p = {p:.2g}")
+    # the same test rejects an ancestral sampler that feeds nothing back (every x_t from the
+    # conditionals of an all-zero past): the chi-square has power against it
+    with torch.no_grad():
+        p1 = torch.softmax(wn(torch.zeros(1, 4, dtype=torch.long)), 1)[0, 1]  # p(x_t = 1 | zeros), (T,)
+    bad = torch.bernoulli(p1.expand(4000, 4), generator=generator(5)).long()
+    p_bad = _chi2_pvalue(_cell_index(bad, X), P)
+    assert p > FALSE_ALARM and p_bad < FALSE_ALARM
+    record_property("evidence", f"causal Jacobian; joint over 16 sequences sums to 1; samples chi-square p = {p:.2g}, "
+                                f"without feedback p = {p_bad:.1e}")
 
 
 @pytest.mark.claim("autoregressive.nll-metric")

@@ -200,6 +200,49 @@ def test_multistage_structure_and_intermediate_supervision():
         B.multistage_loss([], torch.rand(2, 3, 12, 12))
 
 
+def _context_joints(n, seed, H=12, offset=6):
+    """One-pixel 'image' of joint 0 at an integer c; joint 1 sits at c + (offset, 0) and is not drawn.
+
+    With kernel 5 each stage's receptive field reaches 4 px (two 5x5 convs and a 1x1), so stage 1
+    cannot see joint 0 from joint 1's place (6 px away); stage 2 reaches 8 px through stage 1's
+    belief maps, so only a stage that reads the previous beliefs can place joint 1."""
+    g = generator(seed)
+    cx = torch.randint(1, H - offset - 1, (n,), generator=g)
+    cy = torch.randint(1, H - 1, (n,), generator=g)
+    img = torch.zeros(n, 1, H, H)
+    img[torch.arange(n), 0, cy, cx] = 1.0
+    c = torch.stack([cx, cy], -1).float()
+    return img, B.gaussian_heatmap(torch.stack([c, c + torch.tensor([float(offset), 0.0])], 1), H, H, 1.0)
+
+
+@pytest.mark.claim("body.heatmap-stages")
+def test_trained_later_stage_refines_the_earlier_beliefs(record_property):
+    # A trained two-stage net (intermediate supervision, Adam): stage 2 reads stage 1's beliefs
+    # and its held-out heatmap error is far below stage 1's; the gain is on the joint that needs
+    # context beyond one stage's receptive field. Kills a net whose later stages do not see the
+    # previous beliefs, or whose later outputs are not their own.
+    torch.manual_seed(0)
+    net = B.MultiStageHeatmapNet(in_channels=1, joints=2, stages=2, hidden=6, kernel=5)
+    x, y = _context_joints(256, 60)
+    xt, yt = _context_joints(256, 61)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    g = generator(62)
+    for _ in range(150):
+        idx = torch.randint(0, 256, (32,), generator=g)
+        loss = B.multistage_loss(net(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        err = torch.stack([((o - yt) ** 2).mean((0, 2, 3)) for o in net(xt)])   # (stage, joint)
+    blind = (yt[:, 1] ** 2).mean().item()   # joint 1's error of an all-zero map
+    record_property("evidence", f"held-out heatmap MSE per joint: stage 1 {err[0].tolist()}, stage 2 "
+                                f"{err[1].tolist()} (all-zero map on joint 1: {blind:.4f})")
+    assert err[1].sum() < 0.5 * err[0].sum()       # the later stage refines the earlier beliefs
+    assert err[1, 1] < 0.3 * err[0, 1]             # most on the joint only context reveals
+    assert err[0, 1] > 0.2 * blind                 # stage 1 alone cannot place it
+
+
 def _blob_images(n, seed, H=32):
     g = generator(seed)
     c = 6 + 20 * torch.rand(n, 2, generator=g, dtype=F64)
@@ -804,8 +847,9 @@ def test_fit_reproduces_2d_joints(record_property):
         B.fit_to_joints2d(m, x[:, :5], 1.0)
 
 
-@pytest.mark.claim("body.fit-no-depth")
-def test_2d_joints_have_a_null_space_in_depth(record_property):
+def _joint_jacobians():
+    """A fitted body's parameters p0 = (beta, pose, transl), its camera-frame 3-D joints, and the
+    Jacobians of the 2-D (48) and 3-D (72) joints with respect to p0 (pinhole camera, focal 1)."""
     m = small_model()
     betas, pose, transl, _ = _fit_problem(1, 31, m)
     S = 10
@@ -819,6 +863,12 @@ def test_2d_joints_have_a_null_space_in_depth(record_property):
     p0 = torch.cat([betas[0], pose[0].flatten(), transl[0]])
     J2 = torch.autograd.functional.jacobian(joints2d, p0).reshape(48, -1)
     J3 = torch.autograd.functional.jacobian(joints3d, p0).reshape(72, -1)
+    return p0, joints3d(p0), J2, J3
+
+
+@pytest.mark.claim("body.fit-no-depth")
+def test_2d_joints_have_a_null_space_in_depth(record_property):
+    p0, _, J2, J3 = _joint_jacobians()
     _, s, Vh = torch.linalg.svd(J2)
     rank = int((s > 1e-9 * s[0]).sum())
     null = Vh[rank:]                                           # directions invisible in 2-D
@@ -827,6 +877,26 @@ def test_2d_joints_have_a_null_space_in_depth(record_property):
                                 f"largest 3-D joint motion along a 2-D-invisible direction {moved.max().item():.2f} m per unit")
     assert rank <= 48 < p0.numel()
     assert moved.max() > 0.1
+
+
+@pytest.mark.claim("body.fit-no-depth")
+def test_2d_invisible_motions_move_joints_along_their_viewing_rays(record_property):
+    # What a pinhole camera loses is depth along each ray: x = f p_xy / p_z is unchanged to first
+    # order iff dp is parallel to p (the camera sits at the origin). So every parameter direction
+    # that leaves all 2-D joints still must move each 3-D joint along its own viewing ray, towards
+    # or away from the camera; a camera that kept depth cues (weak perspective, orthographic) would
+    # leave other motions invisible.
+    p0, P, J2, J3 = _joint_jacobians()                         # P: camera-frame joint positions
+    _, s, Vh = torch.linalg.svd(J2)
+    null = Vh[int((s > 1e-9 * s[0]).sum()):]
+    U = (J3 @ null.T).T.reshape(-1, 24, 3)                    # 3-D joint velocities, one row per direction
+    off_ray = torch.linalg.cross(P.expand_as(U), U, dim=-1).norm(dim=-1) / P.norm(dim=-1)
+    depth = (U * P).sum(-1) / P.norm(dim=-1)                   # speed along the ray
+    record_property("evidence", f"{null.shape[0]} 2-D-invisible directions: largest motion off the viewing rays "
+                                f"{off_ray.max().item():.1e} m, along them {depth.abs().max().item():.2f} m per unit")
+    # SVD null vectors are exact to ~1e-15 relative; Jacobian entries are O(1): 1e-9 m is rounding
+    assert off_ray.max() < 1e-9 * max(1.0, U.norm(dim=-1).max().item())
+    assert depth.abs().max() > 0.1
 
 
 @pytest.mark.claim("body.fit-learned-update")

@@ -155,6 +155,10 @@ def test_convolution_is_correlation_with_rotated_kernel(seed):
     conv = torch.from_numpy(scipy.signal.convolve2d(x[0, 0].numpy(), w[0, 0].numpy(), mode="valid"))
     corr_rot = torch.from_numpy(scipy.signal.correlate2d(x[0, 0].numpy(), w[0, 0].flip(0, 1).numpy(), mode="valid"))
     assert_close(conv, corr_rot)
+    # ROT180 itself against torch's rotation by two quarter turns (an independent definition): the
+    # identity below would hold for any flip as long as convolve2d and rot180 used the same one.
+    assert torch.equal(cnn.rot180(w), torch.rot90(w, 2, dims=(-2, -1)))
+    assert_close(cnn.convolve2d(x, w)[0, 0], conv)
     assert_close(cnn.convolve2d(x, w), cnn.correlate2d(x, cnn.rot180(w)))
     # ... and convolution differs from correlation for a kernel that is not symmetric under ROT180.
     assert not torch.allclose(cnn.convolve2d(x, w), cnn.correlate2d(x, w))

@@ -291,6 +291,11 @@ def test_sample_methods_reencode():
     glow(randn(4, 1, 4, 4, seed=5))   # data-dependent ActNorm initialisation
     imgs = glow.sample(3, 4, 4, generator=generator(4))
     assert imgs.shape == (3, 1, 4, 4) and torch.isfinite(imgs).all()
+    # and they re-encode to the latents drawn, level by level, from N(0, I) with the same generator
+    g = generator(4)
+    drawn = [torch.randn(3, *shape, generator=g, dtype=F64) for shape in [(2, 2, 2), (8, 1, 1)]]
+    for z_back, z in zip(glow(imgs)[0], drawn, strict=True):
+        torch.testing.assert_close(z_back, z, **tol(F64))
 
 
 # -------------------------------------------------------------------------------------- squeeze

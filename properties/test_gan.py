@@ -84,6 +84,24 @@ def test_generator_and_discriminator_signatures(device):
         assert p.shape == (batch.shape[0],) and ((p >= 0) & (p <= 1)).all()
 
 
+@pytest.mark.claim("gan.generator-discriminator")
+def test_generator_and_discriminator_are_functions_of_one_sample():
+    # G: R^Q -> R^D and D: R^D -> [0, 1] act on one sample at a time: in eval mode (batchnorm on its
+    # running statistics) a batch gives each row what that row alone gives, and different images
+    # get different logits (a D that pooled the batch would give one value to all).
+    torch.manual_seed(0)
+    g = gan.DCGANGenerator(nz=8, features=4, channels=1, ups=2).double().eval()
+    d = gan.DCGANDiscriminator(features=4, channels=1, downs=2).double().eval()
+    z = randn(4, 8, seed=11)
+    x = g(z)
+    a = d(x)
+    for i in range(4):
+        # float64, a few conv layers of O(100) terms: batch and single-row runs agree to ~1e-15
+        torch.testing.assert_close(g(z[i:i + 1])[0], x[i], **tol(F64))
+        torch.testing.assert_close(d(x[i:i + 1])[0], a[i], **tol(F64))
+    assert float(a.max() - a.min()) > 1e-6
+
+
 @pytest.mark.claim("gan.k-step-training")
 def test_k_discriminator_steps_per_generator_step():
     torch.manual_seed(1)

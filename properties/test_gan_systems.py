@@ -215,6 +215,20 @@ def test_voxel_generator_shape_range_and_layers(n):
 
 
 @pytest.mark.claim("gan.3d-gan-voxels", "gan.3d-gan")
+def test_voxel_occupancies_stay_in_0_1_for_any_weights():
+    # occupancies in [0, 1] is a property of the output layer, not of a small initialisation: with
+    # the last layer's weights and bias scaled by 1e3 the grid saturates at both ends and stays inside.
+    torch.manual_seed(3)
+    g = gs.VoxelGenerator(z_dim=8, channels=8, resolution=8).double()
+    with torch.no_grad():
+        g.ups[-1].weight.mul_(1e3)
+        g.ups[-1].bias.mul_(1e3)
+    v = g(randn(3, 8, seed=4))
+    assert ((v >= 0) & (v <= 1)).all()
+    assert float(v.max()) > 0.99 and float(v.min()) < 0.01
+
+
+@pytest.mark.claim("gan.3d-gan-voxels", "gan.3d-gan")
 @given(seed=seeds(), stride=st.integers(1, 3), k=st.integers(1, 4), data=st.data())
 @settings(max_examples=10)
 def test_transposed_conv3d_is_the_adjoint_of_conv3d(seed, stride, k, data):

@@ -163,6 +163,16 @@ def test_zero_level_set_is_the_surface():
         ring = torch.stack([torch.cos(u) * torch.cos(v), torch.sin(u) * torch.cos(v), torch.sin(v)], -1)
         torch.testing.assert_close(im.sdf_torus(_torus_param(u, v, 1.0, 0.3) + eps * ring, 1.0, 0.3),
                                    torch.full((200,), eps, dtype=F64))
+    # the box, off its surface: moved out along a face normal by eps the nearest surface point is the start
+    # (the box is convex), so the value is +eps; strictly inside, minus the distance to the nearest face plane
+    surf = _box_surface(200, g, h)
+    outward = torch.where(surf.abs() == h, torch.sign(surf), torch.zeros_like(surf))
+    face = outward.abs().sum(-1) == 1  # on exactly one face: the outward normal is that face's
+    torch.testing.assert_close(im.sdf_box(surf[face] + 0.05 * outward[face], h), torch.full((int(face.sum()),), 0.05, dtype=F64))
+    inner = (torch.rand(200, 3, generator=g, dtype=F64) * 2 - 1) * h * 0.99
+    depth = (h - inner.abs()).min(-1).values
+    assert (depth > 0).all()
+    torch.testing.assert_close(im.sdf_box(inner, h), -depth)
 
 
 @pytest.mark.claim("implicit.eikonal-property")
@@ -246,6 +256,48 @@ def test_networks_outputs_and_conditioning(device):
     z2 = z + 1.0
     assert (sdf(x, z2) - s).abs().max() > 1e-4
     assert (occ(x, z2) - occ(x, z)).abs().max() > 1e-4
+
+
+@pytest.mark.claim("implicit.deepsdf")
+def test_deepsdf_output_is_an_unsquashed_real():
+    """A signed distance takes both signs and any magnitude: DeepSDF's output is affine in its last layer (shifting
+    that layer's bias by c shifts every output by exactly c), so it can be driven below and above 0, unlike a
+    probability."""
+    torch.manual_seed(0)
+    net = im.DeepSDF(latent_dim=2, hidden=8, n_layers=2).double()
+    g = generator(31)
+    x, z = torch.rand(2, 40, 3, generator=g, dtype=F64) * 2 - 1, torch.randn(2, 2, generator=g, dtype=F64)
+    with torch.no_grad():
+        base = net(x, z)
+        for c in (-10.0, 10.0):
+            net.body[-1].bias += c
+            shifted = net(x, z)
+            net.body[-1].bias -= c
+            torch.testing.assert_close(shifted, base + c)  # O(10) values: rounding of a few ulps of 10
+            assert (torch.sign(shifted) == math.copysign(1.0, c)).all()
+
+
+@pytest.mark.claim("implicit.occupancy-network")
+def test_occupancy_probability_is_the_sigmoid_of_the_logit():
+    """The occupancy network's probability lies in [0, 1] for any logit: a last-layer bias of +20 (-20) makes
+    every point inside (outside) with probability within e^-15 of 1 (0), never beyond, and the probability
+    rises with the logit, so a larger logit means more likely inside."""
+    torch.manual_seed(0)
+    net = im.OccupancyNetwork(latent_dim=2, hidden=8, n_layers=2).double()
+    g = generator(32)
+    x, z = torch.rand(2, 40, 3, generator=g, dtype=F64) * 2 - 1, torch.randn(2, 2, generator=g, dtype=F64)
+    with torch.no_grad():
+        logit = net(x, z)
+        assert logit.abs().max() < 5  # so that +-20 moves every logit past +-15
+        for c, limit in ((-20.0, 0.0), (20.0, 1.0)):
+            net.body[-1].bias += c
+            p = net.probability(x, z)
+            net.body[-1].bias -= c
+            assert ((p >= 0) & (p <= 1)).all()
+            assert (p - limit).abs().max() < math.exp(-15)
+        p = net.probability(x, z).flatten()
+        order = logit.flatten().argsort()
+        assert (p[order].diff() >= 0).all() and ((p > 0) & (p < 1)).all()
 
 
 @pytest.mark.claim("implicit.continuous-resolution-memory")

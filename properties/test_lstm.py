@@ -198,6 +198,26 @@ def test_gate_roles(seed):
     assert (gg.abs() <= 1).all() and all(((t >= 0) & (t <= 1)).all() for t in (i, f, o))
 
 
+@pytest.mark.claim("lstm.gate-roles")
+def test_gates_are_sigmoids_and_the_candidate_a_tanh_of_their_rows():
+    # against numpy: i, f, o = sigma(rows 0..3H of W (x; h) + b), g = tanh(rows 3H..4H); the candidate
+    # takes both signs (a sigmoid candidate, in (0, 1), could only add to the state)
+    import numpy as np
+    from scipy.special import expit
+
+    g = generator(8)
+    B, D, H = 4, 3, 5
+    x, h = torch.randn(B, D, generator=g, dtype=torch.float64), torch.randn(B, H, generator=g, dtype=torch.float64)
+    W = torch.randn(4 * H, D + H, generator=g, dtype=torch.float64)
+    b = torch.randn(4 * H, generator=g, dtype=torch.float64)
+    z = np.concatenate([x.numpy(), h.numpy()], 1) @ W.numpy().T + b.numpy()
+    want = [expit(z[:, :H]), expit(z[:, H:2 * H]), expit(z[:, 2 * H:3 * H]), np.tanh(z[:, 3 * H:])]
+    for got, ref in zip(L.gates(x, h, W, b), want):
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12, atol=1e-15)  # float64, one 8-term sum each
+    cand = L.gates(x, h, W, b)[3]
+    assert cand.min() < -0.5 and cand.max() > 0.5
+
+
 @pytest.mark.claim("lstm.constant-error-flow")
 def test_cell_path_has_no_weight_factor():
     g = generator(5)
@@ -223,9 +243,16 @@ def test_error_flows_unchanged_over_many_steps(record_property):
     b[:H], b[H:2 * H] = -40.0, 40.0  # input gate ~0, forget gate 1 - O(e^-35) (|W (x; h)| < 5 here)
     z = torch.zeros(B, H, dtype=torch.float64)
     c0 = torch.randn(B, H, generator=g, dtype=torch.float64)
-    J = torch.autograd.functional.jacobian(lambda cc: L.lstm_sequence(x, z, cc, W, b)[1][1], c0)[0, :, 0, :]
-    err = (J - torch.eye(H, dtype=torch.float64)).abs().max().item()
-    assert err < 1e-12  # 100 steps of 1 - f <= 1e-15
+    # the plain loop, and the fast path whose BPTT is written by hand
+    for seq in (L.lstm_sequence, L.lstm_sequence_fast):
+        J = torch.autograd.functional.jacobian(lambda cc: seq(x, z, cc, W, b)[1][1], c0)[0, :, 0, :]
+        err = (J - torch.eye(H, dtype=torch.float64)).abs().max().item()
+        assert err < 1e-12, seq.__name__  # 100 steps of 1 - f <= 1e-15
+    b[H:2 * H] = 0.0  # forget gates in (0, 1): the Jacobian is diag(prod_t f_t), far below I (a path without f keeps I)
+    for seq in (L.lstm_sequence, L.lstm_sequence_fast):
+        J = torch.autograd.functional.jacobian(lambda cc: seq(x, z, cc, W, b)[1][1], c0)[0, :, 0, :]
+        assert J.abs().max() < 1e-10, seq.__name__
+    b[H:2 * H] = 40.0
     # a vanilla tanh RNN with the same weight scale: its error signal is multiplied by W^t and vanishes
     from impl import rnn
     Wh = W[:H, D:] / torch.linalg.matrix_norm(W[:H, D:], ord=2) * 0.9

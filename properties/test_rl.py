@@ -910,6 +910,25 @@ def test_replay_buffer_samples_only_what_it_holds():
     assert buf.size == 8 and set(buf.sample(n, generator(1))[0][:, 0].tolist()) == set(range(3, 11))
 
 
+@pytest.mark.claim("rl.replay-buffer")
+def test_replay_draws_ignore_the_storage_order():
+    # one history stored in order, s_t = t: neighbours in the buffer are perfectly correlated (the
+    # carts above interleave 50 histories, so there neighbours in storage are different carts)
+    size, n = 1000, 20_000
+    buf = rl.ReplayBuffer(size, 1, dtype=F64)
+    t = torch.arange(size, dtype=F64)[:, None]
+    buf.add(t, torch.zeros(size, dtype=torch.long), torch.zeros(size, dtype=F64), t + 1,
+            torch.zeros(size, dtype=torch.bool))
+    x = buf.sample(n, generator(3))[0][:, 0]
+    c = x - x.mean()
+    rho = float((c[1:] * c[:-1]).mean() / c.var())
+    assert abs(rho) < 6 / math.sqrt(n)                  # independent draws: lag-1 rho ~ N(0, 1/n)
+    # successive draws are not neighbours in storage more often than chance (1 / size)
+    assert float(((x[1:] - x[:-1]).abs() == 1).double().mean()) < 2 / size + 6 * math.sqrt(2 / size / n)
+    freq = torch.bincount((x // 100).long(), minlength=10).double() / n        # uniform over 10 blocks
+    assert ((freq - 0.1).abs() <= 6 * math.sqrt(0.1 * 0.9 / n)).all()
+
+
 @pytest.mark.claim("rl.dqn-encoder")
 def test_dqn_encoder_shapes(device):
     enc = rl.DQNEncoder(n_actions=6).to(device)
@@ -942,6 +961,20 @@ def test_gaussian_log_prob_matches_torch(dtype, device):
     act = pol.sample(s, generator(1, device))
     torch.testing.assert_close(pol.log_prob(s, act), torch.distributions.Normal(mu_s, ls.exp()).log_prob(act).sum(-1),
                                **tol(dtype))
+
+
+@pytest.mark.claim("rl.gaussian-policy")
+def test_gaussian_policy_samples_have_its_mean_and_std():
+    # a_t ~ N(mu(s), sigma(s)^2): many draws at one state have mean mu and standard deviation sigma
+    torch.manual_seed(0)
+    pol = rl.GaussianPolicy(2, 3).to(F64)
+    n = 20_000
+    s = torch.randn(1, 2, generator=generator(4), dtype=F64).expand(n, 2)
+    a = pol.sample(s, generator(5))
+    mu, log_std = (t[0].detach() for t in pol(s[:1]))
+    sigma = log_std.exp()
+    assert ((a.mean(0) - mu).abs() <= 6 * sigma / math.sqrt(n)).all()
+    assert ((a.std(0) - sigma).abs() <= 6 * sigma / math.sqrt(2 * n)).all()   # se of a std: sigma / sqrt(2n)
 
 
 @pytest.mark.slow
@@ -1010,7 +1043,11 @@ def test_policy_gradient_identity_by_enumeration(seed, gamma):
     g1, = torch.autograd.grad((p * ret).sum(), theta, retain_graph=True)
     g2, = torch.autograd.grad((p.detach() * log_p * ret).sum(), theta, retain_graph=True)
     g3, = torch.autograd.grad((p.detach() * log_pi.sum(-1) * ret).sum(), theta, retain_graph=True)
-    for g in (g1, g2, g3):
+    # the implementation's estimator of that formula is linear in log pi: weighting trajectory k by
+    # K p_k turns its mean over the K enumerated trajectories into the exact expectation
+    lp_w = log_pi * (len(p) * p.detach())[:, None]
+    g4, = torch.autograd.grad(rl.reinforce_surrogate(lp_w, rew, gamma), theta, retain_graph=True)
+    for g in (g1, g2, g3, g4):
         torch.testing.assert_close(g, grad_J, rtol=1e-10, atol=1e-12)
 
 

@@ -59,6 +59,11 @@ def test_total_gradient_is_sum_over_time():
     (total,) = torch.autograd.grad(Lt.sum(), W, retain_graph=True)
     parts = sum(torch.autograd.grad(Lt[t], W, retain_graph=True)[0] for t in range(len(Lt)))
     torch.testing.assert_close(total, parts)
+    # the notes' BPTT (sum over t of each L_t's gradient) and the O(T) sweep give that same sum;
+    # dL_t/dy_hat_t = 2 y_hat_t for L_t = ||y_hat_t||^2
+    dy = 2 * ys.detach()
+    for got in (rnn.bptt_notes(x, h0, W_hh, W_xh, W_hy, dy), rnn.bptt(x, h0, W_hh, W_xh, W_hy, dy)):
+        torch.testing.assert_close(got[0], parts)
 
 
 @pytest.mark.claim("rnn.jacobian-product", role="refutes")

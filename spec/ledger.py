@@ -13,6 +13,9 @@ from spec.coverage import (HASHES, Notes, NotesError, claim_source, content_line
                            notes_coverage, read_notes)
 from spec.registry import FLAGGED, REQUIRED_ROLES, SEVERITIES
 
+# the statuses of a claim mutant that mean its tests caught it (spec/claim_mutants.py)
+CAUGHT = ("killed", "timeout")
+
 
 def environment() -> dict:
     import torch
@@ -91,9 +94,17 @@ def build_ledger(claims: dict, results: dict, notes=None, *, hashes: dict | None
             for f in props.get("figure", []):
                 if all(g["path"] != f for g in figures[cid]):
                     figures[cid].append({"path": f, "caption": captions.get(f, "")})
+    # The hand-made mutants of each claim (spec/mutants/) and the last verdict of its tests on them.
+    from spec.claim_mutants import MutantError, ledger_mutants
+    files = {cid: sorted({t["nodeid"].split("::")[0] for t in ts}) for cid, ts in by_claim.items()}
+    mutants_error = None
+    try:
+        mutants = ledger_mutants(files, sections={c.chapter for c in claims.values()})
+    except (MutantError, OSError) as e:
+        mutants, mutants_error = {}, str(e)
     check = notes_check(notes, claims, load_hashes(HASHES) if hashes is None else hashes) if notes else {}
     counts = {"claims": len(claims), "holds": 0, "false-as-written": 0, "conditional": 0,
-              "not-testable": 0, "failing": 0, **{s: 0 for s in SEVERITIES}}
+              "not-testable": 0, "failing": 0, **{s: 0 for s in SEVERITIES}, "mutants_caught": 0}
     out_claims = []
     for cid, c in claims.items():
         tests = by_claim[cid]
@@ -119,6 +130,9 @@ def build_ledger(claims: dict, results: dict, notes=None, *, hashes: dict | None
             entry["untested_reason"] = "; ".join(dict.fromkeys(t.get("reason") or "skipped" for t in skipped))
         if figures[cid]:
             entry["figures"] = figures[cid]
+        if cid in mutants:
+            entry["mutants"] = mutants[cid]
+            counts["mutants_caught"] += any(m["status"] in CAUGHT for m in mutants[cid])
         out_claims.append(entry)
     cov = None
     if notes:
@@ -145,6 +159,8 @@ def build_ledger(claims: dict, results: dict, notes=None, *, hashes: dict | None
         ledger["notes_unrecorded"] = [cid for cid in claims if check.get(cid) == "unrecorded"]
     if notes_error:
         ledger["notes_error"] = notes_error
+    if mutants_error:
+        ledger["mutants_error"] = mutants_error
     if cov:
         ledger["coverage"] = cov
     return ledger

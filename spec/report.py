@@ -23,6 +23,7 @@ BADGE = {
     "holds": "#1a7f37", "false-as-written": "#cf222e", "conditional": "#bc4c00", "not-testable": "#6e7781",
     "confirmed": "#1a7f37", "failing": "#cf222e", "untested": "#6e7781",
     "passed": "#1a7f37", "failed": "#cf222e", "error": "#cf222e", "skipped": "#6e7781",
+    "killed": "#1a7f37", "timeout": "#1a7f37", "survived": "#cf222e", "broken": "#bc4c00", "not run": "#6e7781",
     "slip": "#9a6700", "fine-print": "#57606a", "ungraded": "#8250df",
 }
 # Colour of a notes line by the "worst" verdict of the claims on it.
@@ -162,6 +163,8 @@ def to_markdown(ledger: dict) -> str:
         f"Notes lines covered: {s['notes_lines_covered']}/{s['notes_lines']}.", "",
         f"Flagged claims by severity: **{s.get('error', 0)} errors**, {s.get('slip', 0)} slips, "
         f"{s.get('fine-print', 0)} fine print.", "",
+        f"Testable claims whose tests were shown to catch a hand-made wrong implementation (spec/mutants/): "
+        f"{s.get('mutants_caught', 0)}/{s['claims'] - s.get('not-testable', 0)}.", "",
     ]
     if ledger.get("notes_error"):
         out += [f"> **Notes file:** {_md(ledger['notes_error'])}", ""]
@@ -187,13 +190,15 @@ def to_markdown(ledger: dict) -> str:
                 out.append(f"- **Untested:** {_md(c['untested_reason'])}")
             out.append("")
     for name, cs in chapters(ledger):
-        out += [f"## {name}", "", "| claim | lines | kind | verdict | severity | status | tests | statement |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        out += [f"## {name}", "", "| claim | lines | kind | verdict | severity | status | tests | mutants caught | statement |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for c in cs:
             passed = sum(t["outcome"] == "passed" for t in c["tests"])
             status = c["status"] + (f" ({_md(c['untested_reason'], True)})" if c.get("untested_reason") else "")
+            caught = sum(m["status"] in ("killed", "timeout") for m in c.get("mutants") or [])
             out.append(f"| `{c['id']}` | {c['lines']} | {c['kind']} | {c['verdict']} | {severity_of(c) or ''} | "
-                       f"{status} | {passed}/{len(c['tests'])} | {_md(c['statement'], True)} |")
+                       f"{status} | {passed}/{len(c['tests'])} | {caught}/{len(c.get('mutants') or [])} | "
+                       f"{_md(c['statement'], True)} |")
         out.append("")
     cov = ledger.get("coverage")
     if cov:
@@ -376,6 +381,17 @@ def _tests_html(c: dict) -> str:
            f'<ul class="tests">{items}</ul></details>'
 
 
+def _mutants_html(c: dict) -> str:
+    """The wrong implementations the claim's tests were shown to catch (spec/mutants/)."""
+    ms = c.get("mutants") or []
+    if not ms:
+        return ""
+    items = "".join(f"<li>{_badge(m['status'])} {_e(m['why'])} <span class=meta>({_e(m['file'])})</span></li>" for m in ms)
+    caught = sum(m["status"] in ("killed", "timeout") for m in ms)
+    return (f'<details class="ev"><summary>catches {caught} of {len(ms)} mutant{"s" * (len(ms) != 1)}</summary>'
+            f'<ul class="tests">{items}</ul></details>')
+
+
 def _figures_html(figs: list, claim: dict | None = None, macros=None) -> str:
     out = []
     for f in figs:
@@ -403,7 +419,7 @@ def _claim_card(c: dict, notes: Notes | None, macros) -> str:
         parts.append(f'<p class="ev"><span class="label">Evidence</span><br>{_e(round_numbers(c["evidence"]))}</p>')
     if c.get("untested_reason"):
         parts.append(f'<p class="ev"><span class="label">Untested</span><br>{_e(c["untested_reason"])}</p>')
-    parts.append(f'<div class="ev"><span class="label">Tests</span> {_tests_html(c)}</div>')
+    parts.append(f'<div class="ev"><span class="label">Tests</span> {_tests_html(c)}{_mutants_html(c)}</div>')
     parts.append(_figures_html(c.get("figures", []), c, macros))
     parts.append("</div>")
     return "".join(parts)
@@ -429,7 +445,7 @@ def _claim_row(c: dict, notes: Notes | None, macros) -> str:
     cell.append("</td>")
     verdict = _badge(c["verdict"]) + (" " + _badge(severity_of(c)) if flagged else "")
     return (f'<tr id="{_e(rid)}" data-q="{_e(_search_text(c))}">{"".join(cell)}<td>{verdict}</td>'
-            f'<td>{_badge(c["status"])}<br>{_tests_html(c)}</td></tr>')
+            f'<td>{_badge(c["status"])}<br>{_tests_html(c)}{_mutants_html(c)}</td></tr>')
 
 
 def _scope_lines(ledger: dict) -> set[int] | None:
@@ -519,6 +535,8 @@ def to_html(ledger: dict, notes=None, bench: dict | None = None) -> str:
         f'<b style="color:{BADGE.get(k, "#1f2328")}">{s.get(k, 0)}</b>{_e(label)}</{"a" if href else "div"}>'
         for k, label, href in stat)
     stats += f'<div class="stat"><b>{s["notes_lines_covered"]}/{s["notes_lines"]}</b>notes lines covered</div>'
+    testable = s["claims"] - s.get("not-testable", 0)
+    stats += f'<div class="stat"><b>{s.get("mutants_caught", 0)}/{testable}</b>claims shown to catch a mutant</div>'
     chaps = chapters(ledger)
     nav = " ".join(f'<a href="#ch-{_e(n)}">{_e(n)}</a>' for n, _ in chaps)
     body = ["<h1>Ledger of the Machine Perception notes</h1>",

@@ -149,6 +149,7 @@ def test_a_previous_report_is_accepted_as_out(tmp_path):
     (out / "benchmarks.json").write_text("{}")
     (out / "mutation").mkdir()
     (out / "mutation" / "cnn.txt").write_text("killed 9 of 10")
+    (out / "mutation" / "claims-cnn.json").write_text("[]")  # python -m spec.claim_mutants writes these
     (out / ".verify-partial-x1y2").mkdir()  # left by a run that was killed outright
     verify.check_out(out)  # raises UsageError otherwise
     verify.check_out(tmp_path / "new" / "folder")

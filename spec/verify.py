@@ -51,7 +51,8 @@ DEFAULT_NOTES = ROOT.parent / "shared" / "notes" / "machine-perception-summary.t
 DEFAULT_OUT = ROOT / "report"
 # What verify writes into its output folder; mutation/ is spec.mutation's, kept beside it in report/.
 REPORT_FILES = ("ledger.json", "ledger.md", "index.html", "benchmarks.json")
-REPORT_DIRS = {"figures": ".png", "mutation": ".txt"}
+# folders of the report that other tools of the project write into (the mutation runners' reports)
+REPORT_DIRS = {"figures": (".png",), "mutation": (".txt", ".json")}
 PARTIAL = ".verify-partial-"  # a run in progress (or one killed outright) writes here
 MANIFEST = ".verify-files"     # what the last run installed: a later --out accepts those names too
 DEVICE_RE = re.compile(r"^(?:cpu|all|cuda(?::\d+)?)$")
@@ -123,8 +124,8 @@ def check_out(out: Path) -> None:
         if (entry.name in REPORT_FILES and entry.is_file()) or (entry.name.startswith(PARTIAL) and entry.is_dir()) \
                 or entry.name == MANIFEST or (entry.name in installed and entry.name not in REPORT_DIRS):
             continue
-        suffix = REPORT_DIRS.get(entry.name)
-        if suffix and entry.is_dir() and all(f.is_file() and f.suffix == suffix for f in entry.iterdir()):
+        suffixes = REPORT_DIRS.get(entry.name)
+        if suffixes and entry.is_dir() and all(f.is_file() and f.suffix in suffixes for f in entry.iterdir()):
             continue
         foreign.append(entry.name + ("/" if entry.is_dir() else ""))
     if foreign:
@@ -243,6 +244,9 @@ def summary_text(ledger: dict, out: Path | None) -> str:
     for c in ledger["claims"]:
         status[c["status"]] = status.get(c["status"], 0) + 1
     lines.append("  status: " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())))
+    if "mutants_caught" in s:
+        lines.append(f"  claims shown to catch a hand-made mutant: {s['mutants_caught']}/{s['claims'] - s['not-testable']}"
+                     f" (python -m spec.claim_mutants --stale refreshes the record)")
     from spec.report import severity_summary_lines
 
     lines += severity_summary_lines(ledger, width=78)  # errors first, then slips, then fine print

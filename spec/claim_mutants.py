@@ -23,8 +23,9 @@ whose markers name that claim run there (``pytest --claims-id``, the derandomise
 slow tests included only with ``slow = true``). A mutant is *killed* for a claim when one of those
 tests fails, *timeout* when they run past ``--timeout`` (an endless loop: caught, but say so),
 *survived* when they all pass, and *broken* when pytest cannot even collect them (a patch that does
-not import is no mutant). Writes ``<out>/claims-<section>.json`` and prints the survivors; exits 1
-when any mutant survives or is broken.
+not import is no mutant). Writes ``<out>/claims-<section>.json`` (default spec/mutants/records/,
+committed: the ledger reads it) and prints the survivors; exits 1 when any mutant survives or is
+broken.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS_DIR = ROOT / "spec" / "mutants"
+# The verdicts are committed beside the mutants, so that a fresh clone's ledger shows them; each
+# carries a fingerprint, and one whose code or tests have changed since reads as "not run".
+RECORDS = "spec/mutants/records"
 FIELDS = {"claim", "claims", "file", "old", "new", "why", "slow"}
 
 
@@ -121,7 +125,7 @@ def ledger_mutants(test_files: dict, runs_dir: Path | None = None, root: Path = 
     """claim id -> [{"file", "why", "status"}] for the ledger. test_files: claim id -> its test files
     (as the run that writes the ledger saw them). status is the last ``python -m spec.claim_mutants``
     verdict for the mutant as it is now, or "not run" (never run, or the code or tests changed since)."""
-    runs_dir = root / "report" / "mutation" if runs_dir is None else Path(runs_dir)
+    runs_dir = root / RECORDS if runs_dir is None else Path(runs_dir)
     recorded = {}
     for p in sorted(runs_dir.glob("claims-*.json")):
         try:
@@ -236,7 +240,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sections", nargs="*", help="registry stems to run (default: every file in spec/mutants)")
     ap.add_argument("--claim", action="append", default=[], metavar="ID", help="only the mutants of this claim (repeatable)")
-    ap.add_argument("--out", default=str(ROOT / "report" / "mutation"), help="report folder (default report/mutation)")
+    ap.add_argument("--out", default=str(ROOT / RECORDS), help=f"folder of the verdicts (default {RECORDS})")
     ap.add_argument("--jobs", type=int, default=1, help="mutants tested side by side, each in its own copy (default 1)")
     ap.add_argument("--stale", action="store_true",
                     help="only the claim runs without a current record (never run, or code or tests changed since)")

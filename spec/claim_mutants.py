@@ -143,6 +143,14 @@ def ledger_mutants(test_files: dict, runs_dir: Path | None = None, root: Path = 
     return out
 
 
+def merge_records(previous: list, new: list) -> list:
+    """The section's records after a run of some of its (claim, mutant) pairs: the new verdicts,
+    and the previous ones of every pair that was not run again."""
+    done = {(r["claim"], r["file"], r["why"]) for r in new}
+    kept = [r for r in previous if isinstance(r, dict) and (r.get("claim"), r.get("file"), r.get("why")) not in done]
+    return kept + new
+
+
 def outcome(returncode: int | None) -> str:
     """pytest's exit status -> killed / survived / timeout / broken (None: the run timed out)."""
     if returncode is None:
@@ -294,15 +302,14 @@ def main(argv=None) -> int:
         rows.sort(key=lambda r: (r.mutant.index, r.claim))
         # a run of some claims keeps the recorded verdicts of the section's other claims
         path = out / f"claims-{section}.json"
-        done = {r.claim for r in rows}
         try:
-            kept = [r for r in json.loads(path.read_text()) if r.get("claim") not in done]
-        except (OSError, ValueError, AttributeError):
-            kept = []
-        path.write_text(json.dumps(kept + [
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = []
+        path.write_text(json.dumps(merge_records(previous, [
             {"mutant": r.mutant.name, "claim": r.claim, "file": r.mutant.file, "why": r.mutant.why,
              "status": r.status, "seconds": round(r.seconds, 1), "detail": r.detail,
-             "fingerprint": r.fingerprint} for r in rows], indent=1))
+             "fingerprint": r.fingerprint} for r in rows]), indent=1))
         caught = sum(r.status in ("killed", "timeout") for r in rows)
         print(f"{section}: {caught} of {len(rows)} claim runs caught the mutant")
         bad += [r for r in rows if r.status in ("survived", "broken")]

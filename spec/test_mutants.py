@@ -101,3 +101,15 @@ def test_the_ledger_shows_a_recorded_verdict_only_while_code_and_tests_are_uncha
     test.write_text("def test_sum(): assert 1 + 2 == 3\n")
     (tmp_path / "impl" / "m.py").write_text("x = 1 + 2  # edited\n")  # so did the code
     assert ledger_mutants(files, runs, tmp_path)["cnn.a"][0]["status"] == "not run"
+
+
+def test_a_partial_run_keeps_the_verdicts_of_the_pairs_it_did_not_run():
+    from spec.claim_mutants import merge_records
+    old = [{"claim": "cnn.a", "file": "impl/m.py", "why": "one", "status": "killed"},
+           {"claim": "cnn.a", "file": "impl/m.py", "why": "two", "status": "survived"},
+           {"claim": "cnn.b", "file": "impl/m.py", "why": "one", "status": "killed"}]
+    new = [{"claim": "cnn.a", "file": "impl/m.py", "why": "two", "status": "killed"}]
+    merged = merge_records(old, new)
+    # the same claim's other mutant and another claim's survive; the re-run pair is replaced
+    assert sorted((r["claim"], r["why"], r["status"]) for r in merged) == [
+        ("cnn.a", "one", "killed"), ("cnn.a", "two", "killed"), ("cnn.b", "one", "killed")]

@@ -120,7 +120,11 @@ def test_weights_as_written(seed, scale):
     assert (w >= 0).all()
     total = 1 - torch.exp(-(sigma * delta).sum(-1))
     torch.testing.assert_close(w.sum(-1), total, **tol(F64))
-    assert (w.sum(-1) <= 1 + 1e-15).all()
+    # the weights telescope to 1 - T_{N+1} <= 1; in float64 each of the N weights carries a relative
+    # error of about 2 eps (exp, expm1, product) and their sum N - 1 roundings, so the computed sum can
+    # exceed 1 by up to (3N - 1) eps (seen: 11 eps at N = 12, under random seeds)
+    N = sigma.shape[-1]
+    assert (w.sum(-1) <= 1 + 3 * N * torch.finfo(F64).eps).all()
 
 
 @pytest.mark.claim("nerf.alpha-transmittance", role="corrects")

@@ -41,7 +41,7 @@ import tempfile
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,7 +165,6 @@ class Result:
     status: str
     seconds: float
     detail: str = ""
-    tests: list[str] = field(default_factory=list)
     fingerprint: str = ""
 
 
@@ -208,16 +207,11 @@ def _run_one(work: Path, m: Mutant, claim: str, files: list[str], timeout: float
         rc, text = None, (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
     status = outcome(rc)
     detail = ""
-    if status == "killed":
-        failed = [ln for ln in text.splitlines() if ln.startswith(("FAILED", "ERROR"))]
-        detail = failed[0] if failed else ""
-        if not failed:  # pytest exits 1 for failures only; anything else read as a kill would hide a bug
-            for ln in text.splitlines():
-                if " failed" in ln:
-                    detail = ln.strip()
+    if status == "killed":  # the first failing test, as pytest's short summary names it (-rfE)
+        detail = next((ln for ln in text.splitlines() if ln.startswith(("FAILED", "ERROR"))), "")
     elif status == "broken":
         detail = text[-1500:]
-    return Result(m, claim, status, time.perf_counter() - t0, detail, files, fp)
+    return Result(m, claim, status, time.perf_counter() - t0, detail, fp)
 
 
 def _worker(mutants: list[Mutant], claim_files: dict[str, list[str]], timeout: float, tag: str) -> list[Result]:
@@ -270,8 +264,7 @@ def main(argv=None) -> int:
     if not chosen:
         ap.error("no mutant matches the sections and claims given")
     if args.claim:
-        chosen = [Mutant(m.section, m.index, tuple(c for c in m.claims if c in args.claim), m.file, m.old, m.new,
-                         m.why, m.slow) for m in chosen]
+        chosen = [replace(m, claims=tuple(c for c in m.claims if c in args.claim)) for m in chosen]
     tag = "-".join(sorted({m.section for m in chosen}))[:60]
     out = Path(args.out)
     scan = Path(tempfile.mkdtemp(prefix=f"mp-claim-mutants-{tag}-collect-"))
@@ -284,8 +277,7 @@ def main(argv=None) -> int:
     if args.stale:
         current = ledger_mutants(claim_files, out, sections={m.section for m in chosen})
         fresh = {(c, e["why"], e["file"]) for c, es in current.items() for e in es if e["status"] != "not run"}
-        chosen = [Mutant(m.section, m.index, tuple(c for c in m.claims if (c, m.why, m.file) not in fresh), m.file,
-                         m.old, m.new, m.why, m.slow) for m in chosen]
+        chosen = [replace(m, claims=tuple(c for c in m.claims if (c, m.why, m.file) not in fresh)) for m in chosen]
         chosen = [m for m in chosen if m.claims]
         if not chosen:
             print("every claim run has a current record")

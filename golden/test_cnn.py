@@ -105,7 +105,26 @@ def test_kernel_gradient():
     assert_close(k.grad, DK_NOTES)
 
 
-@pytest.mark.claim("cnn.example-grad-input")
+@pytest.mark.claim("cnn.example-grad-input", role="refutes")
+def test_the_label_v_names_no_quantity_of_the_example(record_property):
+    # The example's quantities: X, K, Y = X * K, Y' = Pool(Y). Their gradients, by autograd:
+    x, k = X.clone().requires_grad_(), K.clone().requires_grad_()
+    y = cnn.convolve2d(b4(x), b4(k))
+    y.retain_grad()
+    yp = F.max_pool2d(y, 3)
+    yp.retain_grad()
+    yp.sum().backward()  # dE/dY' = 1
+    grads = {"X": x.grad, "K": k.grad, "Y": y.grad[0, 0], "Y'": yp.grad[0, 0]}
+    assert "V" not in grads
+    # the printed "dE/dV" is the gradient of exactly one of them, X (the only 5 x 5 quantity)
+    matching = [name for name, gr in grads.items() if gr.shape == DV_NOTES.shape and torch.equal(gr, DV_NOTES)]
+    assert matching == ["X"]
+    assert [tuple(gr.shape) for gr in grads.values()] == [(5, 5), (3, 3), (3, 3), (1, 1)]
+    record_property("evidence", "the example defines X (5x5), K (3x3), Y (3x3), Y' (1x1) and no V; "
+                    "the printed dE/dV equals autograd's dE/dX and no other gradient")
+
+
+@pytest.mark.claim("cnn.example-grad-input", role="corrects")
 def test_input_gradient():
     assert_close(cnn.conv_backward_input(b4(DY_NOTES), b4(K))[0, 0], DV_NOTES)
     x = X.clone().requires_grad_()

@@ -65,6 +65,22 @@ def test_golden_dynamic_programming_float64(ndarrays_regression):
     # the finite-horizon gradient against finite differences of the same objective
     assert_close(out["lake_vi_V"], out["lake_pi_V"], rtol=0, atol=1e-11)
     assert_close(out["lake_q"].amax(-1), out["lake_vi_V"], rtol=0, atol=1e-12)
+    # central differences (step 1e-6: truncation ~1e-12, rounding ~1e-16 / 1e-6 = 1e-10) of J over the
+    # same theta, drawn from the same stream after the gridworld policy's logits
+    rs = np.random.RandomState(1234)
+    rs.standard_normal((12, 4))
+    theta = torch.from_numpy(rs.standard_normal((5, 2)))
+    ch = rl.chain(5, slip=0.2)
+    J = lambda th: float(rl.finite_horizon_objective(ch, torch.softmax(th, -1), 6, 0.9))  # noqa: E731
+    assert abs(J(theta) - float(out["chain_J"][0])) < 1e-14
+    fd = torch.zeros(5, 2, dtype=F64)
+    for i in range(5):
+        for j in range(2):
+            e = torch.zeros(5, 2, dtype=F64)
+            e[i, j] = 1e-6
+            fd[i, j] = (J(theta + e) - J(theta - e)) / 2e-6
+    assert_close(out["chain_grad_J"], fd, rtol=0, atol=1e-8)
+    assert float(out["chain_grad_J"].abs().max()) > 1e-2           # a gradient that is not trivially zero
     ndarrays_regression.check({k: v.numpy() for k, v in out.items()}, basename="rl_dp_outputs",
                               default_tolerance=GOLD_TOL)
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impl._checks import (check_choice, check_float, check_int, check_probability, check_same, check_same_shape,
-                          check_symmetric_psd, check_tensor)
+from impl._checks import (check_choice, check_float, check_int, check_probability, check_range, check_same,
+                          check_same_shape, check_symmetric_psd, check_tensor)
 
 
 # ---------------------------------------------------------------------------------- value function
@@ -46,13 +46,23 @@ def value_function_probs(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Te
 def value_function_densities(p_d: torch.Tensor, p_m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """V as a sum over a discrete space (or a quadrature grid): sum_x p_d log D + p_m log(1 - D).
 
-    p_d, p_m: (..., K) probability vectors; d: (..., K) discriminator values in (0, 1)."""
+    p_d, p_m: (..., K) non-negative masses (probability vectors, or densities times quadrature
+    weights); d: (..., K) discriminator values in [0, 1] (0 and 1 only where the mass they would
+    take the log of is zero, as at D*, else the value is -inf)."""
     check_tensor(p_d, "p_d")
     check_tensor(p_m, "p_m")
     check_tensor(d, "d")
     check_same(p_d, "p_d", p_m=p_m, d=d)
-    # 0 * log 0 = 0: where a distribution has no mass its term does not count.
-    t1 = torch.where(p_d > 0, p_d * torch.log(d), torch.zeros_like(d))
+    if (p_d < 0).any():
+        raise ValueError("p_d: densities must be non-negative")
+    if (p_m < 0).any():
+        raise ValueError("p_m: densities must be non-negative")
+    check_range(d, "d", min=0.0, max=1.0)
+    # 0 * log 0 = 0: where a distribution has no mass its term does not count. The logs are taken
+    # only where that mass is positive (D* is 0 where p_d = 0 and 1 where p_m = 0): a log(0) in the
+    # discarded branch of torch.where would still send 0 * inf = NaN into the gradient.
+    t1 = torch.where(p_d > 0, p_d * torch.log(torch.where(p_d > 0, d, torch.ones_like(d))), torch.zeros_like(d))
+    d = torch.where(p_m > 0, d, torch.zeros_like(d))
     t2 = torch.where(p_m > 0, p_m * torch.log1p(-d), torch.zeros_like(d))
     return (t1 + t2).sum(-1)
 
@@ -78,7 +88,9 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     check_probability(q, "q")
     check_same(p, "p", q=q)
     check_same_shape(p, "p", q=q)
-    ratio = torch.where(p > 0, p / q, torch.ones_like(p))
+    # p / q only where p > 0: at a common zero 0 / 0 in the discarded branch of torch.where would
+    # still send NaN into the gradient.
+    ratio = torch.where(p > 0, p / torch.where(p > 0, q, torch.ones_like(q)), torch.ones_like(p))
     return torch.where(p > 0, p * torch.log(ratio), torch.zeros_like(p)).sum(-1)
 
 
@@ -187,6 +199,8 @@ class DCGANGenerator(nn.Module):
         check_tensor(z, "z", ndim=(2, 4))
         if z.shape[1] != self.nz:
             raise ValueError(f"z: expected {self.nz} channels, got shape {tuple(z.shape)}")
+        if z.ndim == 4 and tuple(z.shape[2:]) != (1, 1):
+            raise ValueError(f"z: expected shape (B, {self.nz}) or (B, {self.nz}, 1, 1), got {tuple(z.shape)}")
         if z.ndim == 2:
             z = z[:, :, None, None]
         return self.net(z)

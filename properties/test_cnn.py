@@ -335,6 +335,30 @@ def test_max_pool_gradient_undefined_at_ties(record_property):
     assert xr.grad.flatten().tolist() == [1.0, 0.0, 0.0, 0.0]
 
 
+@pytest.mark.claim("cnn.max-pool-gradient", role="refutes")
+def test_max_pool_delta_index_is_on_the_wrong_side(record_property):
+    # Two 2x2 windows side by side, unique maxima: window 0 [[0.3, 2.0], [-1.0, 0.5]] has its max at
+    # in-window (row-major) position i* = 1; the pooled output has one delta per window.
+    x = torch.tensor([[[[0.3, 2.0, 0.1, 0.2], [-1.0, 0.5, 0.9, -0.4]]]], dtype=f64, requires_grad=True)
+    delta = torch.tensor([[[[2.5, -1.0]]]], dtype=f64)  # delta^(l) = (2.5, -1.0)
+    (g,) = torch.autograd.grad(F.max_pool2d(x, 2), x, delta)
+    window0 = g[0, 0, :, :2].flatten()
+    i_star = int(x[0, 0, :, :2].flatten().argmax())
+    assert i_star == 1
+    # As printed, delta^(l-1) = delta^(l)_{i*}: delta^(l) indexed by the input position i* is the OTHER
+    # window's delta, and it is one number for the whole window, not zero off i*.
+    printed = delta.flatten()[i_star]
+    assert printed.item() == -1.0
+    assert not torch.equal(window0, torch.full_like(window0, printed.item()))
+    # autograd: delta^(l-1)_i = delta^(l) [i = i*], the index on the other side
+    assert window0.tolist() == [0.0, 2.5, 0.0, 0.0]
+    record_property("evidence", "windows [[0.3,2],[-1,0.5]] and [[0.1,0.2],[0.9,-0.4]], delta^(l) = (2.5, -1): autograd "
+                    "gives delta^(l-1) = (0, 2.5, 0, 0) on window 0 (i* = 1); the printed delta^(l)_{i*} = delta^(l)_1 = -1")
+    # the corrected routing (the implementation) agrees with autograd
+    _, idx = cnn.max_pool2d(x.detach(), 2)
+    assert_close(cnn.max_pool2d_backward(delta, idx, (2, 4)), g)
+
+
 @pytest.mark.claim("cnn.unpooling")
 @given(seed=seeds(), f=st.integers(1, 3))
 def test_unpooling_variants(seed, f):

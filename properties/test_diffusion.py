@@ -962,12 +962,19 @@ def test_cfg_guided_prediction(record_property):
 
 
 @functools.lru_cache(maxsize=None)
-def _guided_within_class_std(rho, n=1000, seed=19):
-    """1-D, class c = 1 has components at 0 and 2 (class 0 at -2); sample class 1 with guidance rho."""
-    w = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
-    mu = torch.tensor([[-2.0], [0.0], [2.0]], dtype=torch.float64)
-    s = torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64)
-    sel = torch.tensor([1, 2])
+def _guided_within_class_std(rho, n=1000, seed=19, wide=False):
+    """1-D, class c = 1 has components at 0 and 2 (class 0 at -2); sample class 1 with guidance rho.
+    wide=True: class 1 is N(0, 1.5^2) and class 0 N(0, 0.2^2) (weights 1/2), a class wider than the marginal."""
+    if wide:
+        w = torch.tensor([0.5, 0.5], dtype=torch.float64)
+        mu = torch.tensor([[0.0], [0.0]], dtype=torch.float64)
+        s = torch.tensor([0.2, 1.5], dtype=torch.float64)
+        sel = torch.tensor([1])
+    else:
+        w = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
+        mu = torch.tensor([[-2.0], [0.0], [2.0]], dtype=torch.float64)
+        s = torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64)
+        sel = torch.tensor([1, 2])
     betas = D.linear_beta_schedule(100, 1e-3, 0.1)
     eps = lambda x, t: D.classifier_free_guidance(  # noqa: E731
         D.mixture_optimal_eps(x, t, betas, w[sel], mu[sel], s[sel]), D.mixture_optimal_eps(x, t, betas, w, mu, s), rho)
@@ -988,13 +995,21 @@ def test_guidance_with_positive_rho_reduces_diversity(record_property):
 
 @pytest.mark.claim("diffusion.cfg-diversity", role="corrects")
 def test_interpolating_towards_unconditional_adds_diversity(record_property):
-    """rho = -0.5 (halfway) and rho = -1 (the unconditional model itself) both spread the samples more than rho = 0."""
+    """For a class narrower than the marginal (the notes' premise), rho = -0.5 (halfway) and rho = -1 (the
+    unconditional model itself) both spread the samples more than rho = 0."""
     sd0, se0 = _guided_within_class_std(0.0)
     sdm, sem = _guided_within_class_std(-0.5)
     sdu, seu = _guided_within_class_std(-1.0)
     assert sdm - sd0 > 6 * math.hypot(se0, sem)
     assert sdu - sdm > 6 * math.hypot(sem, seu)
-    record_property("evidence", f"std of class-1 samples: rho=0 {sd0:.3f}, rho=-0.5 {sdm:.3f}, rho=-1 {sdu:.3f}")
+    # The condition matters: for a class wider than the marginal (the correction's exception) both directions
+    # reverse, rho = -1 narrows the samples and rho = 2 spreads them.
+    wd0, we0 = _guided_within_class_std(0.0, wide=True)
+    wdu, weu = _guided_within_class_std(-1.0, wide=True)
+    wd2, we2 = _guided_within_class_std(2.0, wide=True)
+    assert wd0 - wdu > 6 * math.hypot(we0, weu) and wd2 - wd0 > 6 * math.hypot(we0, we2)
+    record_property("evidence", f"std of class-1 samples: rho=0 {sd0:.3f}, rho=-0.5 {sdm:.3f}, rho=-1 {sdu:.3f}; "
+                    f"class wider than the marginal: rho=-1 {wdu:.3f}, rho=0 {wd0:.3f}, rho=2 {wd2:.3f}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -911,6 +911,21 @@ def test_additive_coupling_is_volume_preserving(record_property):
     assert abs(a_add - 1) < 1e-6 and abs(a_aff - 1) > 1e-2
 
 
+@pytest.mark.claim("flows.volume-preserving")
+def test_permutations_are_volume_preserving():
+    # Channel permutations, the fixed Reverse and a 1x1 conv whose W is a permutation matrix: the full
+    # Jacobian's log|det| is 0 (|det| = 1), the layers report 0, and p_x(x) = p_z(f^{-1}(x)).
+    x = randn(3, 4, 2, 2, seed=21)
+    conv = flows.Invertible1x1Conv(4).double()
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(4, dtype=F64)[torch.tensor([1, 3, 0, 2])])
+    for layer in (flows.Reverse(), conv):
+        torch.testing.assert_close(jac_logdet(layer, x), torch.zeros(3, dtype=F64), rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer(x)[1], torch.zeros(3, dtype=F64), rtol=0, atol=1e-12)
+        torch.testing.assert_close(flows.flow_log_prob([layer], x), flows.standard_normal_log_prob(layer(x)[0]),
+                                   **tol(F64))
+
+
 # ------------------------------------------------------------------------------ normflows (peer)
 
 class InterleavedBeta(nn.Module):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from impl import gd
-from spec.testing import generator, seeds, tol
+from spec.testing import count_kernels, generator, seeds, tol
 
 STEPS = 40
 
@@ -101,18 +101,6 @@ def test_minibatch_variance_by_enumeration(m, record_property):
     record_property("evidence", f"n={n}, m={m}: Var_m / Var_1 = {(var_m / var1).item():.4f}")
 
 
-class _CountOps(torch.overrides.TorchFunctionMode):
-    """Counts the torch functions called (each a kernel, however many rows it processes)."""
-
-    def __init__(self):
-        super().__init__()
-        self.n = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.n += 1
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.claim("gd.minibatch-parallel")
 def test_minibatch_gradient_is_one_batched_computation():
     n, d = 256, 8
@@ -123,7 +111,7 @@ def test_minibatch_gradient_is_one_batched_computation():
     ops = {}
     for m in (1, 16, 128):
         idx = torch.randperm(n, generator=g)[:m]
-        with _CountOps() as c:
+        with count_kernels() as c:
             G = gd.minibatch_gradient(per_sample, theta, idx)
         ops[m] = c.n
         one_by_one = torch.stack([gd.minibatch_gradient(per_sample, theta, idx[j:j + 1]) for j in range(m)]).mean(0)

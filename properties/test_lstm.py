@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from impl import lstm as L
-from spec.testing import generator, seeds, tol
+from spec.testing import count_kernels, generator, seeds, tol
 
 
 def _torch_lstm(D, H, seed, bias=True, dtype=torch.float64, device="cpu"):
@@ -115,6 +115,30 @@ def test_fast_path_on_device(device):
     # float32, 12 contracting gated steps of 13-term sums: a few ulps per step, tol(float32)
     torch.testing.assert_close(hs, out, **tol(torch.float32))
     torch.testing.assert_close(c, cT[0], **tol(torch.float32))
+
+
+def _kernels(T, B, D, H, backward):
+    x = torch.randn(T, B, D, generator=generator(8))
+    z = torch.zeros(B, H)
+    W = torch.randn(4 * H, D + H, generator=generator(9), requires_grad=backward)
+    b = torch.zeros(4 * H, requires_grad=backward)
+    with count_kernels() as k, torch.set_grad_enabled(backward):
+        hs, _ = L.lstm_sequence_fast(x, z, z, W, b)
+        if backward:
+            hs.sum().backward()
+    return k.n
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_fast_path_kernels_per_step(backward):
+    # The fast path's speed is its kernel count per step (elementwise kernels on B x H values are
+    # dispatch-bound): the forward step is addmm_, sigmoid_, mul, addcmul_, sub_, tanh, mul (7), the
+    # backward step addmm, mul, addcmul, stack, mul (5). A count, unlike a time, is exact on a noisy
+    # machine; a change that adds a view or an op inside the loop shows up here.
+    per_step = (_kernels(12, 2, 3, 4, backward) - _kernels(4, 2, 3, 4, backward)) / 8
+    assert per_step <= (12 if backward else 7), per_step
+    # and the count does not grow with the batch or the width (one kernel per step, whatever its size)
+    assert _kernels(12, 5, 6, 7, backward) == _kernels(12, 2, 3, 4, backward)
 
 
 def _with_grads(m):

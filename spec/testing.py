@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # Tolerances for comparing two computations of the same quantity that take different paths
 # (a reference formula against a fused kernel, say). float64: the paths differ by rounding of
@@ -79,6 +80,27 @@ def count_flops(fn, *args, **kwargs) -> int:
 _SYNC_CALLS = frozenset({"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__",
                          "nonzero", "masked_select", "unique", "unique_consecutive", "repeat_interleave"})
 _IMPL_DIR = str((__import__("pathlib").Path(__file__).resolve().parent.parent / "impl")) + "/"
+
+
+class count_kernels(TorchDispatchMode):
+    """Count the ATen kernels run inside the ``with`` block, views included (each is a dispatcher
+    call), also those inside a custom autograd.Function::
+
+        with count_kernels() as k:
+            fn()
+        k.n  # the number of kernels
+
+    A count, unlike a time, is exact on a noisy machine: it gates code whose speed is its number
+    of small kernels (a loop of elementwise ops on a few thousand values is dispatch-bound).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
 
 
 class HostSyncCounter:

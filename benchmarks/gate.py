@@ -158,9 +158,12 @@ def main(argv=None) -> int:
     for e in summary["exponents"]:
         print(f"sweep {e['sweep']} / {e['name']}: time ~ size^{e['exponent']:.2f} over sizes {e['sizes']}")
     if args.update_baseline:
-        new = {key(r): round(r["ratio"], 4) for r in summary["ratios"] if r["ratio"] is not None}
+        measured = {key(r): round(r["ratio"], 4) for r in summary["ratios"] if r["ratio"] is not None}
+        # -k times a subset: the other groups keep their baseline (a full run rewrites it, so that a
+        # removed benchmark leaves it)
+        new = {**baseline, **measured} if args.keyword else measured
         BASELINE.write_text(json.dumps(dict(sorted(new.items())), indent=2) + "\n")
-        print(f"baseline written: {BASELINE} ({len(new)} ratios)")
+        print(f"baseline written: {BASELINE} ({len(measured)} ratios measured, {len(new)} in all)")
         return 0
     if failures:
         print("\nREGRESSIONS (ratio grew beyond the threshold):\n  " + "\n  ".join(failures), file=sys.stderr)

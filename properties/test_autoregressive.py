@@ -356,6 +356,34 @@ def test_made_needs_hidden_layers_of_width_d_minus_one(record_property):
     record_property("evidence", f"D = {D}: allowed dependencies cut by the masks per hidden width {cut}")
 
 
+@pytest.mark.claim("autoregressive.made-large-hidden")
+def test_made_width_bound_holds_for_every_degree_assignment():
+    # Not only the cyclic degrees of made_masks: for D = 5, every assignment of degrees 1..D-1 to
+    # the units of a hidden layer narrower than D - 1 cuts some allowed dependency (the output of
+    # degree k + 1 needs a unit of degree exactly k to see input k), and every assignment that
+    # holds all degrees keeps them all; MADE's masking rules written out here by hand.
+    D = 5
+    m_in = torch.arange(1, D + 1)
+    allowed = m_in[:, None] > m_in[None, :]  # output d may see input j
+
+    def reach(*layers):
+        prev, path = m_in, torch.eye(D, dtype=torch.long)
+        for m in layers:
+            path = (m[:, None] >= prev[None, :]).long() @ path
+            prev = m
+        return ((m_in[:, None] > prev[None, :]).long() @ path) > 0
+
+    for H in range(1, D + 1):
+        for degs in itertools.product(range(1, D), repeat=H):
+            m = torch.tensor(degs)
+            r = reach(m)
+            assert not (r & ~allowed).any()
+            full = set(degs) == set(range(1, D))
+            assert bool((allowed & ~r).any()) != full
+            if H == D - 2:  # a narrow layer anywhere in a deep stack cuts too
+                assert (allowed & ~reach(torch.arange(D - 1) + 1, m)).any()
+
+
 @pytest.mark.claim("autoregressive.made-passes")
 def test_made_one_pass_to_train_d_passes_to_sample():
     D = 7

@@ -199,6 +199,35 @@ def test_long_term_contributions_vanish(seed, rho):
     assert bool((nt <= rho ** torch.arange(13, dtype=torch.float64) * (1 + 1e-12)).all())
 
 
+@pytest.mark.claim("rnn.long-term-vanish")
+def test_long_term_vanish_rests_on_the_symmetric_w(record_property):
+    # The statement carries the notes' W = Q Lambda Q^T (Q orthogonal): for a symmetric W,
+    # ||diag f' W|| <= ||W|| = rho bounds every factor. The spectral radius alone does not: this
+    # non-normal W has rho = 1/sqrt(2), yet inputs that keep h[0] at 0 and saturate h[1] make each
+    # factor diag(1, ~0) W, whose eigenvalue 1.5 = W[0, 0] makes the product grow like 1.5^(t-k).
+    W = torch.tensor([[1.5, 1.0], [-2.0, -1.0]], dtype=torch.float64)
+    rho = torch.linalg.eigvals(W).abs().max().item()
+    assert abs(rho - 2 ** -0.5) < 1e-12
+    T, h, xs = 30, torch.zeros(1, 2, dtype=torch.float64), []
+    for _ in range(T):  # the input that puts the pre-activation at (0, 10)
+        xs.append(torch.tensor([[0.0, 10.0]], dtype=torch.float64) - h @ W.T)
+        h = torch.tanh(h @ W.T + xs[-1])
+    x = torch.stack(xs)
+    hs, _ = rnn.rnn_forward(x, torch.zeros(1, 2, dtype=torch.float64), W, torch.eye(2, dtype=torch.float64),
+                            torch.zeros(1, 2, dtype=torch.float64))
+    grows = rnn.jacobian_norms(hs, W, T)[:, 0]
+    assert grows[-1].item() > 1.4 ** T  # explodes although rho < 1
+    # the same inputs with the symmetric W of the same spectral radius: the bound rho^{t-k} holds
+    S = (W + W.T) / 2
+    S = rho * S / torch.linalg.eigvalsh(S).abs().max()
+    hs_s, _ = rnn.rnn_forward(x, torch.zeros(1, 2, dtype=torch.float64), S, torch.eye(2, dtype=torch.float64),
+                              torch.zeros(1, 2, dtype=torch.float64))
+    bound = rho ** torch.arange(T + 1, dtype=torch.float64)
+    assert bool((rnn.jacobian_norms(hs_s, S, T)[:, 0] <= bound * (1 + 1e-12)).all())
+    record_property("evidence", f"symmetric W, rho = {rho:.3f}: ||dh_t/dh_k|| <= rho^(t-k); a non-normal W with the same "
+                                f"rho and saturating inputs: ||dh_30/dh_0|| = {grows[-1].item():.2e}")
+
+
 @pytest.mark.claim("rnn.long-term-vanish", "rnn.bptt-vanishing")
 def test_jacobian_norms_match_autograd():
     # jacobian_norms(hs, W, t)[j] = ||dh_t/dh_{t-j}||_2, against autograd's Jacobians of the unrolled map

@@ -179,6 +179,28 @@ def test_bench_gate_help_names_the_command(capsys):
     assert text.startswith("usage: bench-gate ") and "`" not in text
 
 
+def _fake_session(group, kernel_s, reference_s):
+    bench = lambda name, t, role: {"fullname": f"b.py::{name}", "name": name, "group": group,  # noqa: E731
+                                   "stats": {"min": t}, "extra_info": {"role": role}}
+    return {"benchmarks": [bench("test_ref", reference_s, "reference"), bench("test_kernel", kernel_s, "kernel")]}
+
+
+@pytest.mark.parametrize("keyword", [None, "lstm"])
+def test_bench_gate_update_with_k_keeps_the_other_groups(monkeypatch, tmp_path, capsys, keyword):
+    # `bench-gate -k EXPR --update-baseline` times a subset; the groups it did not time must keep
+    # their baseline (a full run rewrites the file, so that a removed benchmark leaves it)
+    from benchmarks import gate
+
+    base = tmp_path / "baseline.json"
+    base.write_text(json.dumps({"attention.x::test_kernel": 1.5, "lstm.y::test_kernel": 3.0}))
+    monkeypatch.setattr(gate, "BASELINE", base)
+    monkeypatch.setattr(gate, "time_sessions", lambda paths, args, n: [_fake_session("lstm.y", 2.0, 1.0)])
+    argv = ["--update-baseline", "--out", str(tmp_path / "b.json")] + (["-k", keyword] if keyword else [])
+    assert gate.main(argv) == 0
+    expected = {"lstm.y::test_kernel": 2.0} | ({"attention.x::test_kernel": 1.5} if keyword else {})
+    assert json.loads(base.read_text()) == expected
+
+
 def test_list_counts_each_sections_claims_by_verdict(monkeypatch, capsys):
     monkeypatch.setattr(verify.subprocess, "run", no_pytest)
     assert verify.main(["--list"]) == 0

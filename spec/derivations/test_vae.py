@@ -224,7 +224,19 @@ def test_keeping_p_phi_under_d_eps_changes_the_integral(record_property):
     truth = mu
     assert notes == pytest.approx(mu / s, rel=1e-10)
     assert abs(notes - truth) > 0.4
-    record_property("evidence", f"N(1, 4), f(z) = z: int p_phi(g(eps)) f(g(eps)) d eps = {notes:.4f}, E f = {truth}")
+    # the printed equality is between gradients in phi = (mu, s): differentiate the printed integrand
+    # p_phi(g(eps, phi)) f(g(eps, phi)) = phi(eps) (mu + s eps) / s by autograd (trapezoid on [-40, 40]);
+    # by hand its integral is mu / s, gradient (1 / s, -mu / s^2), while grad E f = grad mu = (1, 0)
+    m, sd = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (mu, s))
+    eps = torch.linspace(-40, 40, 8001, dtype=torch.float64)
+    z = m + sd * eps
+    p_phi = torch.exp(-(z - m) ** 2 / (2 * sd ** 2)) / torch.sqrt(2 * math.pi * sd ** 2)
+    grad = torch.stack(torch.autograd.grad(torch.trapezoid(p_phi * z, eps), (m, sd)))
+    torch.testing.assert_close(grad, torch.tensor([1 / s, -mu / s ** 2], dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    assert float((grad - torch.tensor([1.0, 0.0], dtype=torch.float64)).abs().max()) > 0.4
+    record_property("evidence", f"N(1, 4), f(z) = z: int p_phi(g(eps)) f(g(eps)) d eps = {notes:.4f}, E f = {truth}; "
+                                f"its gradient in (mu, sigma) is ({float(grad[0]):.4f}, {float(grad[1]):.4f}), "
+                                f"grad E f = (1, 0)")
 
 
 @pytest.mark.claim("vae.reparam-change-of-variables", role="corrects")
@@ -234,6 +246,27 @@ def test_change_of_variables_with_p_eps(f):
     lhs = scipy.integrate.quad(lambda z: scipy.stats.norm.pdf(z, mu, s) * f(z), -60, 60, epsabs=1e-13)[0]
     rhs = scipy.integrate.quad(lambda e: scipy.stats.norm.pdf(e) * f(mu + s * e), -40, 40, epsabs=1e-13)[0]
     assert rhs == pytest.approx(lhs, rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.claim("vae.reparam-change-of-variables", role="corrects")
+@pytest.mark.parametrize("name", ["z", "square", "sin"])
+def test_gradient_of_the_eps_integral_with_p_eps(name):
+    # grad_phi int p(eps) f(g(eps, phi)) d eps = grad_phi int p_phi(z) f(z) dz, phi = (mu, s), g = mu + s eps:
+    # the right side by autograd through the density on a z-grid, and by hand from E f in closed form
+    mu, s = 0.7, 1.6
+    f, exact = {"z": (lambda z: z, lambda m, v: (1.0, 0.0)),
+                "square": (lambda z: z ** 2, lambda m, v: (2 * m, 2 * v)),  # E z^2 = mu^2 + s^2
+                "sin": (torch.sin, lambda m, v: (math.cos(m) * math.exp(-v * v / 2),  # E sin z = sin mu e^{-s^2/2}
+                                                 -v * math.sin(m) * math.exp(-v * v / 2)))}[name]
+    m, sd = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (mu, s))
+    eps = torch.linspace(-40, 40, 8001, dtype=torch.float64)
+    p_eps = torch.exp(-eps ** 2 / 2) / math.sqrt(2 * math.pi)
+    lhs = torch.stack(torch.autograd.grad(torch.trapezoid(p_eps * f(m + sd * eps), eps), (m, sd)))
+    z = torch.linspace(-60, 60, 12001, dtype=torch.float64)
+    p_phi = torch.exp(-(z - m) ** 2 / (2 * sd ** 2)) / torch.sqrt(2 * math.pi * sd ** 2)
+    rhs = torch.stack(torch.autograd.grad(torch.trapezoid(p_phi * f(z), z), (m, sd)))
+    torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(lhs, torch.tensor(exact(mu, s), dtype=torch.float64), rtol=1e-10, atol=1e-12)
 
 
 def _reparam_grad(f, mu, logvar, n, seed):

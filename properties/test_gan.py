@@ -395,14 +395,54 @@ def test_value_at_optimal_discriminator_is_minus_log4_plus_2js(seed, k):
     torch.testing.assert_close(gan.optimal_discriminator(zero, zero), torch.full_like(zero, 0.5), rtol=0, atol=0)
 
 
+@pytest.mark.claim("gan.global-minimum", role="corrects")
+@given(seed=seeds(), k=st.integers(2, 8))
+@settings(max_examples=10)
+def test_min_over_g_at_fixed_d_puts_the_mass_on_argmax_d(seed, k):
+    # At a fixed D, V(G, D) is linear in p_m: an independent LP (scipy's HiGHS) over the simplex
+    # finds its minimum at the vertex argmax D, and p_m = p_d does worse by exactly
+    # sum_x p_d(x) (log(1 - D(x)) - log(1 - max D)) > 0 for a non-constant D (p_d has full support).
+    p_d = dirichlet(k, seed)
+    d = torch.sigmoid(randn(k, seed=seed + 1) * 2)
+    res = scipy.optimize.linprog(torch.log1p(-d).numpy(), A_eq=np.ones((1, k)), b_eq=[1.0],
+                                 bounds=[(0, 1)] * k, method="highs")
+    assert res.status == 0 and int(np.argmax(res.x)) == int(d.argmax()) and np.isclose(res.x.max(), 1.0)
+    v_min = gan.value_function_densities(p_d, torch.eye(k, dtype=F64)[int(d.argmax())], d)
+    np.testing.assert_allclose(float(v_min), float((p_d * torch.log(d)).sum()) + res.fun, rtol=1e-9, atol=1e-12)
+    others = gan.value_function_densities(p_d.expand(50, k), dirichlet(k, seed + 2, n=50), d.expand(50, k))
+    assert (others >= v_min - 1e-12).all()
+    gap = float(gan.value_function_densities(p_d, p_d, d) - v_min)
+    assert gap == pytest.approx(float((p_d * (torch.log1p(-d) - torch.log1p(-d.max()))).sum()), rel=1e-9, abs=1e-14)
+    assert gap > 0
+    # For a constant D (here 0.7, no G's D*) V(G, D) is the same for every G: p_m = p_d minimises too.
+    c = torch.full((k,), 0.7, dtype=F64)
+    v_c = gan.value_function_densities(p_d.expand(k + 1, k), torch.cat([p_d[None], torch.eye(k, dtype=F64)]),
+                                       c.expand(k + 1, k))
+    torch.testing.assert_close(v_c, torch.full_like(v_c, math.log(0.7) + math.log(0.3)), **tol(F64))
+
+
 # ----------------------------------------------------------------------------- convergence argument
 
 @pytest.mark.claim("gan.convergence-argument", role="refutes")
 def test_log_minus_d_is_undefined(record_property):
     d = torch.tensor([1e-3, 0.5, 0.999], dtype=F64)
     as_written = torch.log(-d)
-    record_property("evidence", f"log(-D) at D = {d.tolist()}: {as_written.tolist()}")
+    # Even read as log(1 - D), sup_D int p_m log(1 - D) is 0 for every p_m (log(1 - D) <= 0, -> 0 as
+    # D -> 0): it cannot be proportional to V(p_m, D*) = -log 4 + 2 JS, which changes with p_m.
+    p_d = torch.tensor([0.5, 0.3, 0.2], dtype=F64)
+    p_ms = torch.tensor([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [0.5, 0.3, 0.2]], dtype=F64)
+    random_d = torch.rand(200, 3, generator=generator(1), dtype=F64)
+    sups = []
+    for p_m in p_ms:
+        assert ((p_m * torch.log1p(-random_d)).sum(1) <= 0).all()
+        sups.append(float((p_m * torch.log1p(-torch.full((3,), 1e-12, dtype=F64))).sum()))
+    v_star = gan.value_function_densities(p_d.expand(3, 3), p_ms, gan.optimal_discriminator(p_d.expand(3, 3), p_ms))
+    record_property("evidence", f"log(-D) at D = {d.tolist()}: {as_written.tolist()}; sup_D int p_m log(1 - D) = "
+                                f"{[f'{s:.0e}' for s in sups]} (-> 0) for three p_m, while V(p_m, D*) = "
+                                f"{[round(float(v), 4) for v in v_star]}")
     assert torch.isnan(as_written).all()
+    assert all(-1e-11 < s <= 0 for s in sups)
+    assert float(v_star.max() - v_star.min()) > 0.1 and (v_star.abs() > 0.1).all()
 
 
 @pytest.mark.claim("gan.convergence-argument", role="corrects")
@@ -490,6 +530,31 @@ def test_non_saturating_gradient_stays_large_and_same_direction():
     g_ns, g_sat = generator_logit_grad(d, "non-saturating"), generator_logit_grad(d, "saturating")
     assert (g_ns.abs()[:2] > 0.99).all() and (g_sat.abs()[:2] < 1e-2).all()
     assert (torch.sign(g_ns) == torch.sign(g_sat)).all()   # both increase D(G(z)) under descent
+
+
+@pytest.mark.claim("gan.non-saturating")
+def test_both_generator_losses_have_the_fixed_point_p_m_equals_p_d(record_property):
+    # Same fixed point: against D = D*, the functional gradient of E_{p_m} loss(D(x)) in p_m is the
+    # per-sample loss at D*(x); at p_m = p_d (D* = 1/2) it is the constant log(1/2) (minimax) or
+    # log 2 (non-saturating), so p_m = p_d is stationary on the simplex for both; elsewhere it is not,
+    # and mirror descent on p_m with either loss (D = D* at every step) reaches p_d.
+    k = 6
+    p_d = dirichlet(k, 1)
+
+    def per_sample(d, kind):
+        return torch.stack([gan.generator_loss(torch.logit(d[i]).reshape(1), kind) for i in range(k)])
+    js = {}
+    for kind, const in (("saturating", -math.log(2)), ("non-saturating", math.log(2))):
+        at_pd = per_sample(gan.optimal_discriminator(p_d, p_d), kind)
+        torch.testing.assert_close(at_pd, torch.full((k,), const, dtype=F64), **tol(F64))
+        away = per_sample(gan.optimal_discriminator(p_d, dirichlet(k, 2)), kind)
+        assert float(away.max() - away.min()) > 0.1
+        logits = torch.zeros(k, dtype=F64)
+        for _ in range(300):
+            logits = logits - 1.0 * per_sample(gan.optimal_discriminator(p_d, torch.softmax(logits, 0)), kind)
+        js[kind] = float(gan.js_divergence(p_d, torch.softmax(logits, 0)))
+    record_property("evidence", f"JS(p_d || p_m) after 300 mirror-descent steps against D*: {js}")
+    assert all(abs(v) < 1e-8 for v in js.values())
 
 
 # ------------------------------------------------------------------------------------ mode collapse
@@ -861,7 +926,7 @@ def test_inversion_recovers_latent_and_inpaints(record_property):
     assert all(p.grad is None for p in g.parameters())
 
 
-@pytest.mark.claim("gan.inversion-mask")
+@pytest.mark.claim("gan.inversion-mask", role="corrects")
 def test_inversion_predicts_mask():
     g = _mlp_generator(3, 20 + 20, 4)     # image (20) and mask logits (20) from the same z
     z_true = randn(5, 3, seed=5)
@@ -871,7 +936,7 @@ def test_inversion_predicts_mask():
     torch.testing.assert_close(torch.sigmoid(g(z)[:, 20:]).detach(), mask, rtol=0, atol=1e-3)
 
 
-@pytest.mark.claim("gan.inversion-mask")
+@pytest.mark.claim("gan.inversion-mask", role="corrects")
 def test_inversion_predicts_mask_outside_training_distribution(record_property):
     # Training latents come from N(0, I); a latent of norm 5 (probability ~3e-5 under the prior in
     # 3-D) gives an image far outside the training distribution but in G's range: inversion still
@@ -884,6 +949,38 @@ def test_inversion_predicts_mask_outside_training_distribution(record_property):
     err = float((torch.sigmoid(g(z)[:, 20:]) - torch.sigmoid(out[:, 20:])).abs().max())
     record_property("evidence", f"latent of norm {float(z_far.norm()):.2f}: max mask error {err:.1e}")
     assert err < 1e-3
+
+
+@pytest.mark.claim("gan.inversion-mask", role="refutes")
+def test_inversion_mask_is_wrong_for_an_image_outside_gs_range(record_property):
+    # "Any image": in a world where an image is its own mask (bright pixels are the foreground),
+    # G(z) = (s(z), s(z)) with s(z) = sigmoid(W z + b), 3 latents, 20 pixels. A binary image x has
+    # mask x, but lies outside G's 3-dimensional range: inversion returns the mask of the closest
+    # generated image, far from x's. (An image in G's range gets its mask back: the contrast.)
+    torch.manual_seed(4)
+    lin = nn.Linear(3, 20).double()
+    g = lambda v: torch.cat([torch.sigmoid(lin(v)), torch.sigmoid(lin(v))], 1)   # noqa: E731  (image, mask)
+    x = (torch.rand(1, 20, generator=generator(8), dtype=F64) < 0.5).double()
+    errs = []
+    for s in range(3):
+        z = gan.invert_generator(lambda v: g(v)[:, :20], x, 2 * randn(1, 3, seed=20 + s), steps=500, lr=0.05)
+        errs.append(float((g(z)[:, 20:] - x).abs().mean()))
+    # An independent optimiser (BFGS from 20 starts) finds no generated image closer to x.
+    w, b, xn = lin.weight.detach().numpy(), lin.bias.detach().numpy(), x.numpy()[0]
+
+    def sq(z):
+        return float(((1 / (1 + np.exp(-(w @ z + b))) - xn) ** 2).sum())
+    best = min(scipy.optimize.minimize(sq, np.random.default_rng(i).normal(size=3) * 3, method="BFGS").fun
+               for i in range(20))
+    z_in = randn(1, 3, seed=9)
+    z_hat = gan.invert_generator(lambda v: g(v)[:, :20], g(z_in)[:, :20].detach(), z_in + 0.3 * randn(1, 3, seed=10),
+                                 steps=300, lr=0.05)
+    err_in = float((g(z_hat)[:, 20:] - g(z_in)[:, 20:]).abs().max())
+    record_property("evidence", f"binary image outside G's range: mean |G_mask(z*) - mask| = {min(errs):.3f} "
+                                f"(3 starts), min_z ||G_img(z) - x||^2 = {best:.3f} (BFGS, 20 starts); "
+                                f"an image in the range: max mask error {err_in:.1e}")
+    assert best > 1.0 and min(errs) > 0.2
+    assert err_in < 1e-3
 
 
 # -------------------------------------------------------------------------------- image translation

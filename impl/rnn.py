@@ -63,6 +63,8 @@ def jacobian_product(hs: torch.Tensor, W_hh: torch.Tensor, t: int, k: int) -> to
     T, B, H = hs.shape
     check_int(t, "t", min=0, max=T)
     check_int(k, "k", min=0, max=t)
+    check_tensor(W_hh, "W_hh", shape=(H, H))  # also when k = t, where no step Jacobian checks it
+    check_same(hs, "hs", W_hh=W_hh)
     J = torch.eye(H, dtype=hs.dtype, device=hs.device).expand(B, H, H)
     for i in range(k + 1, t + 1):
         J = step_jacobian(hs[i - 1], W_hh) @ J
@@ -74,6 +76,8 @@ def jacobian_norms(hs: torch.Tensor, W_hh: torch.Tensor, t: int) -> torch.Tensor
     check_tensor(hs, "hs", ndim=3)
     check_int(t, "t", min=0, max=hs.shape[0])
     H = hs.shape[2]
+    check_tensor(W_hh, "W_hh", shape=(H, H))  # also when t = 0, where no step Jacobian checks it
+    check_same(hs, "hs", W_hh=W_hh)
     J = torch.eye(H, dtype=hs.dtype, device=hs.device).expand(hs.shape[1], H, H)
     norms = [torch.linalg.matrix_norm(J, ord=2)]
     for i in range(t, 0, -1):  # J = d h_t / d h_{i-1}

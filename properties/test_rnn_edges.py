@@ -61,12 +61,17 @@ def test_rnn_inputs_rejected_by_name(entry):
             _raises(ValueError, rf"^{name}:", f, *(args[n] for n in order), dy)
 
 
-@pytest.mark.parametrize("entry", ENTRIES)
-def test_rnn_dtype_and_type_mismatch_named(entry):
-    f = _entry(entry)
+def _named_args(entry):
+    """The entry point, its argument names in order, a valid argument for each, and dL/dy."""
     x, h0, Whh, Wxh, Why, dy = _net()
     order = ["x", "h0", "W_hh", "W_xh", "W_hy"]
-    base = dict(zip(order, (x, h0, Whh, Wxh, Why)))
+    return _entry(entry), order, dict(zip(order, (x, h0, Whh, Wxh, Why))), dy
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_rnn_dtype_and_type_mismatch_named(entry):
+    f, order, base, dy = _named_args(entry)
+    x, h0, Whh, Wxh, Why = base.values()
     for name in order[1:]:
         args = base | {name: base[name].float()}
         # the message names the argument and the one it is compared with (x)
@@ -81,10 +86,7 @@ def test_rnn_dtype_and_type_mismatch_named(entry):
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_rnn_device_mismatch_named(entry):
     # meta tensors: a device other than x's, on any machine
-    f = _entry(entry)
-    x, h0, Whh, Wxh, Why, dy = _net()
-    order = ["x", "h0", "W_hh", "W_xh", "W_hy"]
-    base = dict(zip(order, (x, h0, Whh, Wxh, Why)))
+    f, order, base, dy = _named_args(entry)
     for name in order[1:]:
         args = base | {name: base[name].to("meta")}
         _raises(ValueError, rf"^{name}: on meta, but x is on cpu", f, *(args[n] for n in order), dy)

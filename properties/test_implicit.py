@@ -258,15 +258,22 @@ def test_networks_outputs_and_conditioning(device):
     assert (occ(x, z2) - occ(x, z)).abs().max() > 1e-4
 
 
+def _small_field(cls, seed):
+    """A float64 conditioned field ``cls(latent_dim=2, hidden=8, n_layers=2)`` (weights from torch's seed 0)
+    with 40 points in [-1, 1]^3 and a latent code for each of 2 shapes: x: (2, 40, 3), z: (2, 2)."""
+    torch.manual_seed(0)
+    net = cls(latent_dim=2, hidden=8, n_layers=2).double()
+    g = generator(seed)
+    x, z = torch.rand(2, 40, 3, generator=g, dtype=F64) * 2 - 1, torch.randn(2, 2, generator=g, dtype=F64)
+    return net, x, z
+
+
 @pytest.mark.claim("implicit.deepsdf")
 def test_deepsdf_output_is_an_unsquashed_real():
     """A signed distance takes both signs and any magnitude: DeepSDF's output is affine in its last layer (shifting
     that layer's bias by c shifts every output by exactly c), so it can be driven below and above 0, unlike a
     probability."""
-    torch.manual_seed(0)
-    net = im.DeepSDF(latent_dim=2, hidden=8, n_layers=2).double()
-    g = generator(31)
-    x, z = torch.rand(2, 40, 3, generator=g, dtype=F64) * 2 - 1, torch.randn(2, 2, generator=g, dtype=F64)
+    net, x, z = _small_field(im.DeepSDF, 31)
     with torch.no_grad():
         base = net(x, z)
         for c in (-10.0, 10.0):
@@ -282,10 +289,7 @@ def test_occupancy_probability_is_the_sigmoid_of_the_logit():
     """The occupancy network's probability lies in [0, 1] for any logit: a last-layer bias of +20 (-20) makes
     every point inside (outside) with probability within e^-15 of 1 (0), never beyond, and the probability
     rises with the logit, so a larger logit means more likely inside."""
-    torch.manual_seed(0)
-    net = im.OccupancyNetwork(latent_dim=2, hidden=8, n_layers=2).double()
-    g = generator(32)
-    x, z = torch.rand(2, 40, 3, generator=g, dtype=F64) * 2 - 1, torch.randn(2, 2, generator=g, dtype=F64)
+    net, x, z = _small_field(im.OccupancyNetwork, 32)
     with torch.no_grad():
         logit = net(x, z)
         assert logit.abs().max() < 5  # so that +-20 moves every logit past +-15

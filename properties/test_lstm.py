@@ -222,6 +222,16 @@ def test_gate_roles(seed):
     assert (gg.abs() <= 1).all() and all(((t >= 0) & (t <= 1)).all() for t in (i, f, o))
 
 
+def _cell_inputs(seed, B, D, H):
+    """A generator and float64 x_t: (B, D), h_{t-1}: (B, H), W: (4H, D + H), b: (4H,) drawn from it in
+    that order (the generator goes on to draw what else a test needs)."""
+    g = generator(seed)
+    x, h = torch.randn(B, D, generator=g, dtype=torch.float64), torch.randn(B, H, generator=g, dtype=torch.float64)
+    W = torch.randn(4 * H, D + H, generator=g, dtype=torch.float64)
+    b = torch.randn(4 * H, generator=g, dtype=torch.float64)
+    return g, x, h, W, b
+
+
 @pytest.mark.claim("lstm.gate-roles")
 def test_gates_are_sigmoids_and_the_candidate_a_tanh_of_their_rows():
     # against numpy: i, f, o = sigma(rows 0..3H of W (x; h) + b), g = tanh(rows 3H..4H); the candidate
@@ -229,11 +239,8 @@ def test_gates_are_sigmoids_and_the_candidate_a_tanh_of_their_rows():
     import numpy as np
     from scipy.special import expit
 
-    g = generator(8)
     B, D, H = 4, 3, 5
-    x, h = torch.randn(B, D, generator=g, dtype=torch.float64), torch.randn(B, H, generator=g, dtype=torch.float64)
-    W = torch.randn(4 * H, D + H, generator=g, dtype=torch.float64)
-    b = torch.randn(4 * H, generator=g, dtype=torch.float64)
+    g, x, h, W, b = _cell_inputs(8, B, D, H)
     z = np.concatenate([x.numpy(), h.numpy()], 1) @ W.numpy().T + b.numpy()
     want = [expit(z[:, :H]), expit(z[:, H:2 * H]), expit(z[:, 2 * H:3 * H]), np.tanh(z[:, 3 * H:])]
     for got, ref in zip(L.gates(x, h, W, b), want):
@@ -244,11 +251,8 @@ def test_gates_are_sigmoids_and_the_candidate_a_tanh_of_their_rows():
 
 @pytest.mark.claim("lstm.constant-error-flow")
 def test_cell_path_has_no_weight_factor():
-    g = generator(5)
     B, D, H = 2, 3, 4
-    x, h = torch.randn(B, D, generator=g, dtype=torch.float64), torch.randn(B, H, generator=g, dtype=torch.float64)
-    W = torch.randn(4 * H, D + H, generator=g, dtype=torch.float64)
-    b = torch.randn(4 * H, generator=g, dtype=torch.float64)
+    g, x, h, W, b = _cell_inputs(5, B, D, H)
     c = torch.randn(B, H, generator=g, dtype=torch.float64)
     # d c_t / d c_{t-1} with h_{t-1} held: diag(f_t), for each batch element
     J = torch.autograd.functional.jacobian(lambda cc: L.lstm_cell(x, h, cc, W, b)[1], c)

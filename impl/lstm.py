@@ -73,53 +73,99 @@ def lstm_sequence(x, h0, c0, W, b=None):
     return torch.stack(hs), (h, c)
 
 
+# tanh(z) = 2 sigma(2 z) - 1: with the candidate's pre-activation doubled, one sigmoid over a step's
+# whole contiguous block of gates replaces a sigmoid and a tanh on strided slices (a sixth of a
+# step's time at B = 32, H = 256); g itself is never formed. The doubling is done once per block of
+# steps on the input projection and once per call on W_h's copy.
+
+
+def _recurrent_weights(W, D, H):
+    """W_h^T: (H, 4H), a contiguous copy of W's recurrent half, candidate columns doubled. The copy
+    (1 MB at H = 256) is cheaper than reading W's strided half in each step's matmul."""
+    W_hT = W[:, D:].T.contiguous()
+    W_hT[:, 3 * H:] *= 2
+    return W_hT
+
+
+def _project(x2, W, b, D, H, out=None):
+    """The input projection x_t W_x^T + b of a block of steps, candidate block doubled.
+    x2: (N, D) -> (N, 4H). W's input half multiplies as a transposed view: no copy of it is made."""
+    W_xT = W[:, :D].T
+    Z = torch.mm(x2, W_xT, out=out) if b is None else torch.addmm(b, x2, W_xT, out=out)
+    Z[:, 3 * H:] *= 2
+    return Z
+
+
+def _step(z, i, f, o, s, h, W_h, c, c_out, tc_out, h_out):
+    """One step on the doubled-candidate layout: z: (B, 4H) holds x_t W_x^T (+ b) and becomes the
+    activated gates, of which i, f, o, s = sigma(2 z_g) are views. Returns (h_t, c_t), written into
+    h_out and c_out (c_out may be c itself: the update is elementwise)."""
+    z.addmm_(h, W_h).sigmoid_()
+    c = torch.mul(f, c, out=c_out).addcmul_(i, s, value=2).sub_(i)  # c_t = f c_{t-1} + i g, g = 2 s - 1
+    return torch.mul(o, torch.tanh(c, out=tc_out), out=h_out), c      # h_t = o tanh(c_t)
+
+
+# Floats in the inference path's projection buffer: 2 MB of float32, which stays in a core's L2
+_CHUNK_FLOATS = 1 << 19
+
+
+def _lstm_inference(x, h0, c0, W, b):
+    """The forward pass when nothing needs a gradient: nothing is kept for a backward pass, so the
+    gates of a block of steps and the cell state live in small buffers reused across the sequence.
+    Buffers for the whole sequence (56 MB at T = 256, B = 32, D = H = 256) are fresh pages that the
+    kernels fault in one by one, a fifth of the forward time; nn.LSTM's inference kernel keeps no
+    such buffers either. x: (T, B, D) -> hs: (T, B, H), h_T, c_T."""
+    T, B, D = x.shape
+    H = h0.shape[1]
+    W_h = _recurrent_weights(W, D, H)
+    n = max(1, min(T, _CHUNK_FLOATS // (B * 4 * H)))  # steps per projection block
+    x2 = x.reshape(T * B, D)
+    buf = x.new_empty(n * B, 4 * H)
+    out = x.new_empty(T, B, H)
+    outs = out.unbind(0)
+    h, c, tc = h0, c0.clone(), torch.empty_like(c0)
+    for t0 in range(0, T, n):
+        m = min(n, T - t0)
+        Z = _project(x2[t0 * B:(t0 + m) * B], W, b, D, H, out=buf[:m * B]).view(m, B, 4 * H)
+        Zs = Z.unbind(0)
+        I, F, O, S = (gate.unbind(0) for gate in Z.view(m, B, 4, H).unbind(2))
+        for k in range(m):
+            h, c = _step(Zs[k], I[k], F[k], O[k], S[k], h, W_h, c, c, tc, outs[t0 + k])
+    return out, out[-1].clone(), c
+
+
 class _LSTMSequence(torch.autograd.Function):
     """The unrolled LSTM with its backward pass (BPTT) written out by hand.
 
     Autograd of the unrolled loop records a dozen small ops per step and replays them one by one.
-    Here a step of the forward pass is eight ops, all writing into buffers for the whole sequence
-    (the activated gates overwrite the input projection in place); a step of the backward pass is five, because every factor that
-    does not depend on the recurrence is computed for all steps at once before the loop. The
-    gradients of W and x for all steps come from one matmul each after it. First derivatives only.
+    Here a step of the forward pass is seven ops (:func:`_step`), all writing into buffers for the
+    whole sequence (the activated gates overwrite the input projection in place); a step of the
+    backward pass is five, because every factor that does not depend on the recurrence is computed
+    for all steps at once before the loop. The gradients of W and x for all steps come from one
+    matmul each after it. First derivatives only.
     """
 
     @staticmethod
     def forward(ctx, x, h0, c0, W, b):
         T, B, D = x.shape
         H = h0.shape[1]
-        # W^T as one contiguous copy: both halves then multiply without strided reads, and the copy
-        # is ours to change. tanh(z) = 2 sigma(2 z) - 1: with the candidate's rows of W and b doubled,
-        # one sigmoid over the whole contiguous row block replaces a sigmoid and a tanh on strided
-        # slices (a sixth of a step's time at B = 32, H = 256); g itself is never formed here.
-        WT = W.T.contiguous()
-        WT[:, 3 * H:] *= 2
         # Z: (T, B, 4H), the input projection of every step (bias included, in the same matmul);
-        # step t adds h_{t-1} W_h and then holds the activated gates (i, f, o, g) of that step.
-        x2 = x.reshape(T * B, D)
-        if b is None:
-            Z = (x2 @ WT[:D]).view(T, B, 4 * H)
-        else:
-            b2 = b.clone()
-            b2[3 * H:] *= 2
-            Z = torch.addmm(b2, x2, WT[:D]).view(T, B, 4 * H)
-        W_h = WT[D:]
+        # step t adds h_{t-1} W_h and then holds the activated gates (i, f, o, s) of that step.
+        Z = _project(x.reshape(T * B, D), W, b, D, H).view(T, B, 4 * H)
+        W_h = _recurrent_weights(W, D, H)
         C, TC, out = x.new_empty(T, B, H), x.new_empty(T, B, H), x.new_empty(T, B, H)
         # tuples of per-step views made once: a step then indexes Python tuples, not tensors (each
         # tensor index or unbind is a dispatcher call, a tenth of a step's elementwise time)
         Zs, Cs, TCs, outs = Z.unbind(0), C.unbind(0), TC.unbind(0), out.unbind(0)
-        I, F, O, S = (gate.unbind(0) for gate in Z.view(T, B, 4, H).unbind(2))  # S = sigma(2 z_g)
+        I, F, O, S = (gate.unbind(0) for gate in Z.view(T, B, 4, H).unbind(2))
         h, c = h0, c0
         for t in range(T):
-            Zs[t].addmm_(h, W_h).sigmoid_()
-            i, f, o, s = I[t], F[t], O[t], S[t]                   # g = 2 s - 1
-            c = torch.mul(f, c, out=Cs[t]).addcmul_(i, s, value=2).sub_(i)  # c_t = f c_{t-1} + i g
-            h = torch.mul(o, torch.tanh(c, out=TCs[t]), out=outs[t])  # h_t = o tanh(c_t)
-        if any(ctx.needs_input_grad):  # under no_grad nothing is kept for a backward pass
-            # x, W and the output go through save_for_backward, which guards them against
-            # in-place changes; the buffers are this function's own
-            ctx.save_for_backward(x, W, h0, c0, out)
-            ctx.Z, ctx.C, ctx.TC = Z, C, TC
-            ctx.has_bias = b is not None
+            h, c = _step(Zs[t], I[t], F[t], O[t], S[t], h, W_h, c, Cs[t], TCs[t], outs[t])
+        # x, W and the output go through save_for_backward, which guards them against in-place
+        # changes; the buffers are this function's own
+        ctx.save_for_backward(x, W, h0, c0, out)
+        ctx.Z, ctx.C, ctx.TC = Z, C, TC
+        ctx.has_bias = b is not None
         return out, out[-1].clone(), C[-1].clone()
 
     @staticmethod
@@ -166,7 +212,9 @@ def lstm_sequence_fast(x, h0, c0, W, b=None):
     check_tensor(c0, "c0", shape=h0.shape)
     _check_weights(W, b, x.shape[2], h0.shape[1])
     check_same(W, "W", x=x, h0=h0, c0=c0)
-    hs, h, c = _LSTMSequence.apply(x, h0, c0, W, b)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, h0, c0, W, b))
+    hs, h, c = (_LSTMSequence.apply if needs_grad else _lstm_inference)(x, h0, c0, W, b)
     return hs, (h, c)
 
 

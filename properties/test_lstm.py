@@ -89,6 +89,35 @@ def test_fast_path_equals_the_plain_unrolled_lstm(seed, T, bias):
 
 
 @pytest.mark.claim("lstm.equations")
+@settings(max_examples=10)
+@given(seed=seeds(), T=st.integers(1, 11), steps_per_block=st.integers(1, 4), bias=st.booleans())
+def test_fast_path_without_gradients_equals_the_plain_unrolled_lstm(seed, T, steps_per_block, bias):
+    # Without gradients the fast path projects the inputs block by block into one reused buffer and
+    # keeps the cell state in one buffer updated in place. The block size (a 2 MB budget, all of T
+    # at these sizes) is shrunk here so that blocks end inside the sequence and the last one is
+    # partial: a block that starts at the wrong step, a buffer left stale or the caller's c0 changed
+    # in place all fail here.
+    g = generator(seed)
+    B, D, H = 2, 3, 4
+    x = torch.randn(T, B, D, generator=g, dtype=torch.float64)
+    h0, c0 = (torch.randn(B, H, generator=g, dtype=torch.float64) for _ in range(2))
+    W = torch.randn(4 * H, D + H, generator=g, dtype=torch.float64)
+    b = torch.randn(4 * H, generator=g, dtype=torch.float64) if bias else None
+    inputs = [t.clone() for t in (x, h0, c0, W)]
+    expected = L.lstm_sequence(x, h0, c0, W, b)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(L, "_CHUNK_FLOATS", steps_per_block * B * 4 * H)
+        with torch.no_grad():
+            hs, (h, c) = L.lstm_sequence_fast(x, h0, c0, W, b)
+    for ours, ref in zip((hs, h, c), (expected[0],) + expected[1]):
+        torch.testing.assert_close(ours, ref, **tol(torch.float64))
+    for before, after in zip(inputs, (x, h0, c0, W)):
+        assert torch.equal(before, after)
+    hs[-1].zero_()  # the final state is the caller's own, not a view of hs
+    torch.testing.assert_close(h, expected[1][0], **tol(torch.float64))
+
+
+@pytest.mark.claim("lstm.equations")
 def test_gradcheck_fast_path():
     g = generator(5)
     x = torch.randn(4, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)

@@ -36,6 +36,10 @@ def measure(benchmark, quick):
         benchmark.extra_info.update(role=role, **info)
         kwargs = kwargs or {}
         if rounds is None:
+            # one untimed call first: quick mode turns pytest-benchmark's warm-up off, and the first
+            # call pays one-time costs (oneDNN builds its convolution primitives, the allocator
+            # maps fresh pages) that made whichever member of a pair ran first up to 25 % slower
+            fn(*args, **kwargs)
             return benchmark(fn, *args, **kwargs)
         return benchmark.pedantic(fn, args=args, kwargs=kwargs, rounds=3 if quick else rounds,
                                   iterations=1, warmup_rounds=1)

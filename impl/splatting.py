@@ -687,11 +687,15 @@ class GaussianFit(NamedTuple):
 
 def fit_gaussians(params: dict, images: torch.Tensor, viewmats: torch.Tensor, intrinsics: torch.Tensor, *,
                   steps: int, lr: float = 0.01, densify_every: int = 0, densify_until: int | None = None,
-                  grad_threshold: float = 0.0, scene_extent: float = 1.0, percent_dense: float = 0.01,
+                  grad_threshold: float = 2e-4, scene_extent: float = 1.0, percent_dense: float = 0.01,
                   background=None, eps2d: float = EPS2D, reference: bool = False,
                   generator: torch.Generator | None = None) -> GaussianFit:
     """Fit Gaussians to posed images by Adam on the mean squared error, cycling through the views,
     with adaptive density control every ``densify_every`` steps (0: never) until ``densify_until``.
+    Density control densifies the Gaussians whose view-space positional gradient, averaged over the
+    steps that saw them, reaches ``grad_threshold``; the gradient is taken in normalised device
+    coordinates (the pixel gradient times half the image's width and height), as 3DGS and gsplat
+    take it, so their default 2e-4 means the same here (a threshold of 0 densifies every Gaussian).
 
     params: Gaussian dict (see ``check_gaussians``); images: (V, H, W, C); viewmats: (V, 4, 4);
     intrinsics: (3, 3). The learning rate of the means is ``lr`` times ``scene_extent`` / 10, the
@@ -744,8 +748,9 @@ def fit_gaussians(params: dict, images: torch.Tensor, viewmats: torch.Tensor, in
         opt.step()
         losses.append(loss.detach())
         with torch.no_grad():
-            # View-space positional gradient, accumulated where the Gaussian was visible.
-            g = uv.grad.norm(dim=-1)
+            # View-space positional gradient in NDC units (d pixel / d ndc = size / 2), accumulated
+            # where the Gaussian was visible.
+            g = (uv.grad * uv.new_tensor([w / 2, h / 2])).norm(dim=-1)
             grad_sum += g
             grad_cnt += (g > 0).to(g.dtype)
             if densify_every and (step + 1) % densify_every == 0 and step + 1 < densify_until:

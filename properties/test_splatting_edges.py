@@ -144,6 +144,18 @@ def _two_view_scene():
     return p, images, torch.stack([view0, view1]), _k()
 
 
+def _pixel_gradients(p, images, views, k, i):
+    """(N, 2): d(mean squared error of view i) / d(projected means, in pixels), the fit's loss rendered by hand."""
+    pr = {key: v.detach().clone().requires_grad_(True) for key, v in p.items()}
+    covs = gs.covariance_3d(torch.exp(pr["log_scales"]), pr["quats"])
+    uv, cov2d, z = gs.project_gaussians(pr["means"], covs, views[i], k, eps2d=gs.EPS2D)
+    uv.retain_grad()
+    col = gs.sh_to_color(pr["sh"], pr["means"] - (-views[i][:3, :3].T @ views[i][:3, 3]))
+    img = gs.rasterize_tiles(uv, cov2d, z, col, torch.sigmoid(pr["opacity_logits"]), 8, 8)
+    ((img - images[i]) ** 2).mean().backward()
+    return uv.grad
+
+
 def test_density_control_averages_the_gradient_over_all_views_since_the_last_step():
     """Each Gaussian is visible (has a view-space gradient) in one view only. With densify_every = 2 the
     statistic at step 2 holds both views, so both pass a tiny threshold and are split (scale 0.05 >
@@ -151,14 +163,7 @@ def test_density_control_averages_the_gradient_over_all_views_since_the_last_ste
     would split B alone (3); densifying after step 1 instead of step 2 would see A alone (3)."""
     p, images, views, k = _two_view_scene()
     for i in range(2):  # the premise: Gaussian i has a non-zero gradient in view i only
-        pr = {key: v.clone().requires_grad_(True) for key, v in p.items()}
-        covs = gs.covariance_3d(torch.exp(pr["log_scales"]), pr["quats"])
-        uv, cov2d, z = gs.project_gaussians(pr["means"], covs, views[i], k, eps2d=gs.EPS2D)
-        uv.retain_grad()
-        col = gs.sh_to_color(pr["sh"], pr["means"] - (-views[i][:3, :3].T @ views[i][:3, 3]))
-        img = gs.rasterize_tiles(uv, cov2d, z, col, torch.sigmoid(pr["opacity_logits"]), 8, 8)
-        ((img - images[i]) ** 2).mean().backward()
-        g = uv.grad.norm(dim=-1)
+        g = _pixel_gradients(p, images, views, k, i).norm(dim=-1)
         assert g[i] > 1e-6 and g[1 - i] == 0
     kw = dict(grad_threshold=1e-12, generator=torch.Generator().manual_seed(1))
     assert gs.fit_gaussians(p, images, views, k, steps=3, densify_every=2, **kw).params["means"].shape[0] == 4
@@ -169,17 +174,21 @@ def test_density_control_averages_the_gradient_over_all_views_since_the_last_ste
     assert gs.fit_gaussians(p, images, views, k, steps=2, densify_every=2, **kw).params["means"].shape[0] == 2
 
 
-def test_default_gradient_threshold_densifies_every_gaussian():
-    """grad_threshold defaults to 0: once density control is switched on (densify_every > 0), every Gaussian
-    reaches it, including one with no gradient at all (0 >= 0), and is split: 2 -> 4 after step 1."""
+def test_default_gradient_threshold_is_3dgs_in_ndc_units():
+    """grad_threshold defaults to 3DGS' 2e-4 on the gradient in NDC units (pixel gradient times half the
+    image size): switching density control on (densify_every > 0) does not densify a Gaussian that no
+    view moves (here B, outside view 0), while a threshold of 0 densifies every one (0 >= 0): 2 -> 4.
+    A statistic left in pixel units (W / 2 = 4 times smaller here) misses a threshold between the two."""
     p, images, views, k = _two_view_scene()
-    kw = dict(steps=2, densify_every=1)
-    default = gs.fit_gaussians(p, images[:1], views[:1], k, generator=torch.Generator().manual_seed(1), **kw)
-    zero = gs.fit_gaussians(p, images[:1], views[:1], k, generator=torch.Generator().manual_seed(1),
-                            grad_threshold=0.0, **kw)
-    assert default.params["means"].shape[0] == 4  # B has no gradient in view 0 and is split all the same
-    for key in gs.PARAM_KEYS:
-        torch.testing.assert_close(default.params[key], zero.params[key])
+    kw = dict(steps=2, densify_every=1, generator=torch.Generator().manual_seed(1))
+    assert gs.fit_gaussians(p, images[:1], views[:1], k, **kw).params["means"].shape[0] <= 3
+    assert gs.fit_gaussians(p, images[:1], views[:1], k, grad_threshold=0.0, **kw).params["means"].shape[0] == 4
+    # the statistic's unit: A's gradient in view 0, measured the fit's way, against thresholds on both sides
+    ndc = (_pixel_gradients(p, images, views, k, 0)[0] * 4.0).norm().item()  # the images are 8 x 8
+    one = dict(steps=1, densify_every=1, densify_until=2, generator=torch.Generator().manual_seed(1))
+    n_below = gs.fit_gaussians(p, images[:1], views[:1], k, grad_threshold=0.5 * ndc, **one).params["means"].shape[0]
+    n_above = gs.fit_gaussians(p, images[:1], views[:1], k, grad_threshold=2.0 * ndc, **one).params["means"].shape[0]
+    assert (n_below, n_above) == (3, 2)
 
 
 def test_density_statistic_keeps_the_fits_dtype_after_each_reset():

@@ -226,7 +226,19 @@ def test_nade_any_order_is_autoregressive():
     assert (J[allowed] != 0).all()
 
 
-@pytest.mark.claim("autoregressive.nade-linear-cost")
+@pytest.mark.claim("autoregressive.nade-linear-cost", role="refutes")
+def test_nade_cost_grows_with_the_hidden_units_not_only_the_inputs():
+    # T undefined: read as the sequence length (= D here), O(TD) = O(D^2) leaves out the hidden
+    # layer, yet at fixed D the cost is linear in H, so no bound in D alone holds
+    B, D = 2, 16
+    x = torch.bernoulli(torch.full((B, D), 0.5, dtype=torch.float64), generator=generator(D))
+    Hs = [4, 8, 16, 32]
+    flops = [count_flops(NADE(D, H).double().conditional_logits, x, "incremental") for H in Hs]
+    assert flops == [4 * B * H * D for H in Hs]
+    assert abs(fit_exponent(Hs, flops) - 1) < 1e-9
+
+
+@pytest.mark.claim("autoregressive.nade-linear-cost", role="corrects")
 def test_nade_flops_linear_versus_quadratic(record_property):
     B, H = 2, 8
     Ds = [8, 16, 32, 64]

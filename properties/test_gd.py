@@ -60,16 +60,37 @@ def test_sgd_matches_torch(device, dtype):
         _close(ps, ref[t], dtype)
 
 
-@pytest.mark.claim("gd.sgd-one-sample", "gd.sgd-unbiased")
-@settings(max_examples=10)
-@given(seed=seeds(), n=st.integers(1, 12))
-def test_sgd_one_sample_gradient_is_unbiased(seed, n):
+def _one_sample_problem(seed, n):
+    """A logistic-plus-squared per-sample loss on n random points, a parameter, and the n one-sample
+    gradients (rows) at it."""
     g = generator(seed)
     X = torch.randn(n, 3, generator=g, dtype=torch.float64)
     y = torch.randn(n, generator=g, dtype=torch.float64)
     theta = torch.randn(3, generator=g, dtype=torch.float64)
     per_sample = lambda th: torch.log1p(torch.exp(-(X @ th) * y)) + (X @ th - y) ** 2 / 2
     one = torch.stack([gd.minibatch_gradient(per_sample, theta, torch.tensor([i])) for i in range(n)])
+    return per_sample, theta, one
+
+
+@pytest.mark.claim("gd.sgd-unbiased", role="refutes")
+@settings(max_examples=10)
+@given(seed=seeds(), n=st.integers(2, 12))
+def test_one_sample_gradient_of_a_summed_loss_is_short_by_n(seed, n):
+    # the notes' "sum structured": with L = sum_i L_i the expectation over a uniform i is grad L / n
+    per_sample, theta, one = _one_sample_problem(seed, n)
+    th = theta.clone().requires_grad_(True)
+    (full_sum,) = torch.autograd.grad(per_sample(th).sum(), th)
+    assert not torch.allclose(one.mean(0), full_sum)
+    torch.testing.assert_close(one.mean(0), full_sum / n)
+    torch.testing.assert_close((n * one).mean(0), full_sum)  # n grad L_i is the unbiased estimate
+
+
+@pytest.mark.claim("gd.sgd-one-sample")
+@pytest.mark.claim("gd.sgd-unbiased", role="corrects")
+@settings(max_examples=10)
+@given(seed=seeds(), n=st.integers(1, 12))
+def test_sgd_one_sample_gradient_is_unbiased(seed, n):
+    per_sample, theta, one = _one_sample_problem(seed, n)
     # each one-sample gradient is the gradient of that sample's loss alone
     for i in [0, n - 1]:
         th = theta.clone().requires_grad_(True)

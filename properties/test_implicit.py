@@ -1012,7 +1012,19 @@ def test_cross_product_plane_degenerate_for_parallel_vectors(record_property):
     off = torch.tensor([[0.0, 0.0, 0.0], [5.0, -3.0, 2.0]], dtype=F64)
     assert ((off @ n + k) == 0).all() and ((off.sum(-1) - 1) != 0).all()
     record_property("evidence", "a = (1,-1,0), b = 2a on x+y+z=1 -> n = 0, k = 0: the equation 0 = 0 holds off the "
-                                "plane, e.g. at (5,-3,2)")
+                                "plane, e.g. at (5,-3,2); points (1,0,1), (0,1,1) of z = 1 as a, b -> n = (-1,-1,1)")
+
+
+@pytest.mark.claim("implicit.plane-from-cross-product", role="refutes")
+def test_cross_product_of_two_points_is_not_the_normal_of_a_plane_off_the_origin():
+    # "vectors on the plane" read as the position vectors of two of its points
+    P = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0]], dtype=F64)  # three points of z = 1
+    a, b = P[0], P[1]
+    n = torch.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+    torch.testing.assert_close(n, torch.tensor([-1.0, -1.0, 1.0], dtype=F64))
+    k = -(n @ P[0])  # substitute a point: the equation holds at a and b ...
+    assert (n @ a + k) == 0 and (n @ b + k) == 0
+    assert (n @ P[2] + k) != 0  # ... but not at the plane's third point: not the plane z = 1
 
 
 @pytest.mark.claim("implicit.plane-from-cross-product", role="corrects")

@@ -390,7 +390,25 @@ def test_inference_uses_the_posterior_mean_which_is_also_its_mode():
     assert not torch.allclose(vae.decode(z[0])[0], vae.decode(z[1])[0])
 
 
-@pytest.mark.claim("vae.beta-vae-kkt")
+@pytest.mark.claim("vae.beta-vae-kkt", role="refutes")
+def test_kkt_point_of_a_nonconcave_problem_is_not_the_lagrangian_maximiser():
+    # max x^2 s.t. x <= 1 on [0, 2]: the constrained optimum is x = 1 (SLSQP from inside the set)
+    con = scipy.optimize.minimize(lambda p: -p[0] ** 2, [0.3], method="SLSQP", bounds=[(0, 2)],
+                                  constraints=[{"type": "ineq", "fun": lambda p: 1 - p[0]}])
+    assert con.success and con.x[0] == pytest.approx(1.0, abs=1e-8)
+    # KKT at x = 1: stationarity f'(1) = beta c'(1) gives beta = 2 >= 0, and the constraint is active
+    beta_kkt = 2 * con.x[0]
+    assert beta_kkt == pytest.approx(2.0) and beta_kkt >= 0
+    # ... yet x = 1 minimises x^2 - 2 x on [0, 2], and for no beta >= 0 is it a maximiser
+    xs = np.linspace(0, 2, 2001)
+    lag = xs ** 2 - beta_kkt * xs
+    assert lag[1000] == pytest.approx(-1.0) and lag[1000] == lag.min() and lag.max() == pytest.approx(0.0)
+    for beta in np.linspace(0, 10, 101):
+        best = xs[np.argmax(xs ** 2 - beta * xs)]
+        assert best in (0.0, 2.0)
+
+
+@pytest.mark.claim("vae.beta-vae-kkt", role="corrects")
 @pytest.mark.parametrize("beta", [0.5, 1.0, 4.0])
 def test_beta_vae_lagrangian_solves_the_constrained_problem(beta, record_property):
     # 1-D model p(z) = N(0, 1), p(x | z) = N(w z, s^2), q = N(m, v): Orange and Purple in closed form.
@@ -422,7 +440,7 @@ def test_beta_vae_lagrangian_solves_the_constrained_problem(beta, record_propert
                                 f"optimum for delta = {delta:.5f}")
 
 
-@pytest.mark.claim("vae.beta-vae-kkt")
+@pytest.mark.claim("vae.beta-vae-kkt", role="corrects")
 def test_beta_vae_objective_values_and_effect_of_beta():
     recon = torch.tensor([-3.0, -1.5], dtype=torch.float64)
     kl = torch.tensor([0.5, 2.0], dtype=torch.float64)

@@ -126,7 +126,22 @@ def test_frozen_lake_matches_gymnasium(map_name, slippery, record_property):
 # Values and the Bellman expectation equation
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.claim("rl.value-definition")
+@pytest.mark.claim("rl.value-definition", role="refutes")
+def test_undiscounted_return_of_a_continuing_task_diverges():
+    # one state, one action, reward 1 forever, gamma = 1: G_t's partial sums are n, no value exists
+    P, R = torch.ones(1, 1, 1, dtype=F64), torch.ones(1, 1, dtype=F64)
+    rewards = torch.ones(1, 1000, dtype=F64)
+    partial = rl.discounted_returns(rewards, 1.0)[0, 0]
+    assert partial == 1000  # grows with the horizon, without bound
+    # the Bellman system (I - gamma P_pi) v = r_pi is singular at gamma = 1 ...
+    P_pi = P[:, 0, :]
+    assert torch.linalg.det(torch.eye(1, dtype=F64) - 1.0 * P_pi) == 0
+    # ... and the library refuses it, naming the argument
+    with pytest.raises(ValueError, match="gamma"):
+        rl.policy_evaluation(P, R, torch.ones(1, 1, dtype=F64), 1.0)
+
+
+@pytest.mark.claim("rl.value-definition", role="corrects")
 @pytest.mark.claim("rl.bellman-expectation")
 def test_returns_average_to_v_pi(record_property):
     S, A, gamma, H, E = 4, 2, 0.5, 40, 3000

@@ -26,6 +26,16 @@ def _check_weights(W, b, D, H):
         check_same(W, "W", b=b)
 
 
+def _check_sequence(x, h0, c0, W, b):
+    check_tensor(x, "x", ndim=3)
+    if x.shape[0] == 0:  # no step: h_T and c_T would be undefined
+        raise ValueError(f"x: expected at least one time step, got shape {tuple(x.shape)}")
+    check_tensor(h0, "h0", ndim=2, shape=(x.shape[1], None))
+    check_tensor(c0, "c0", shape=h0.shape)
+    _check_weights(W, b, x.shape[2], h0.shape[1])
+    check_same(W, "W", x=x, h0=h0, c0=c0)
+
+
 def gates(x_t, h_prev, W, b=None):
     """The four gates. x_t: (B, D), h_prev: (B, H) -> i, f, o, g: each (B, H)."""
     check_tensor(x_t, "x_t", ndim=2)
@@ -54,12 +64,8 @@ def lstm_sequence(x, h0, c0, W, b=None):
     The input half of W multiplies all x_t in one matmul before the loop (as cuDNN does); the
     recurrence itself is sequential. Same arithmetic as lstm_cell, step by step.
     """
-    check_tensor(x, "x", ndim=3)
-    check_tensor(h0, "h0", ndim=2, shape=(x.shape[1], None))
-    check_tensor(c0, "c0", shape=h0.shape)
-    D, H = x.shape[2], h0.shape[1]
-    _check_weights(W, b, D, H)
-    check_same(W, "W", x=x, h0=h0, c0=c0)
+    _check_sequence(x, h0, c0, W, b)
+    D = x.shape[2]
     zx = x @ W[:, :D].T
     if b is not None:
         zx = zx + b
@@ -118,7 +124,7 @@ def _lstm_inference(x, h0, c0, W, b):
     T, B, D = x.shape
     H = h0.shape[1]
     W_h = _recurrent_weights(W, D, H)
-    n = max(1, min(T, _CHUNK_FLOATS // (B * 4 * H)))  # steps per projection block
+    n = max(1, min(T, _CHUNK_FLOATS // max(1, B * 4 * H)))  # steps per projection block
     x2 = x.reshape(T * B, D)
     buf = x.new_empty(n * B, 4 * H)
     out = x.new_empty(T, B, H)
@@ -207,11 +213,7 @@ def lstm_sequence_fast(x, h0, c0, W, b=None):
     step in one ``addmm`` and the backward pass written out (first derivatives only; use
     ``lstm_sequence`` for double backward). x: (T, B, D), h0, c0: (B, H) -> (hs: (T, B, H), (h_T, c_T)).
     """
-    check_tensor(x, "x", ndim=3)
-    check_tensor(h0, "h0", ndim=2, shape=(x.shape[1], None))
-    check_tensor(c0, "c0", shape=h0.shape)
-    _check_weights(W, b, x.shape[2], h0.shape[1])
-    check_same(W, "W", x=x, h0=h0, c0=c0)
+    _check_sequence(x, h0, c0, W, b)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, h0, c0, W, b))
     hs, h, c = (_LSTMSequence.apply if needs_grad else _lstm_inference)(x, h0, c0, W, b)

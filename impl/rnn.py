@@ -15,6 +15,8 @@ from impl._checks import check_float, check_int, check_same, check_tensor
 def _check_rnn(x, h0, W_hh, W_xh, W_hy=None):
     check_tensor(x, "x", ndim=3)
     T, B, D = x.shape
+    if T == 0:
+        raise ValueError(f"x: expected at least one time step, got shape {tuple(x.shape)}")
     check_tensor(W_hh, "W_hh", ndim=2)
     H = W_hh.shape[0]
     check_tensor(W_hh, "W_hh", shape=(H, H))

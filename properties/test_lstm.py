@@ -378,3 +378,18 @@ def test_module_initial_state_bias_flag_and_state_dict():
     clone.load_state_dict(m.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(clone(x, (h0, c0))[0], hs)
+
+
+@pytest.mark.parametrize("seq", [L.lstm_sequence, L.lstm_sequence_fast])
+@pytest.mark.parametrize("grad", [False, True])
+def test_empty_sequence_is_refused_and_empty_batch_is_empty(seq, grad):
+    # no time step leaves h_T and c_T undefined: a ValueError naming x, not an IndexError from the
+    # loop; an empty batch is a valid input with an empty output (the fast path sizes its projection
+    # blocks by B: B = 0 must not divide by zero)
+    W = torch.randn(16, 7, dtype=torch.float64, requires_grad=grad)
+    z = torch.zeros(2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="x: expected at least one time step"):
+        seq(torch.zeros(0, 2, 3, dtype=torch.float64), z, z, W)
+    e = torch.zeros(0, 4, dtype=torch.float64)
+    hs, (h, c) = seq(torch.zeros(3, 0, 3, dtype=torch.float64), e, e, W)
+    assert hs.shape == (3, 0, 4) and h.shape == c.shape == (0, 4)

@@ -46,7 +46,7 @@ def test_rnn_inputs_rejected_by_name(entry):
     f = _entry(entry)
     x, h0, Whh, Wxh, Why, dy = _net()
     bad = {
-        "x": [x[0], x[None], torch.zeros(())],  # 2-D, 4-D, 0-D
+        "x": [x[0], x[None], torch.zeros(()), x[:0]],  # 2-D, 4-D, 0-D, no time step (h_T undefined)
         "W_hh": [torch.zeros(H, dtype=F64), torch.zeros(1, H, H, dtype=F64), torch.zeros((), dtype=F64),
                  torch.zeros(H, H + 1, dtype=F64), torch.zeros(H + 1, H, dtype=F64)],
         "W_xh": [torch.zeros(H, D + 1, dtype=F64), torch.zeros(H + 1, D, dtype=F64), torch.zeros(H * D, dtype=F64)],

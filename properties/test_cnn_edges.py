@@ -2,6 +2,8 @@
 each test pins an argument check's message (the argument it names, the numbers it reports) or a
 valid input at a boundary that a surviving mutant got wrong. References are torch built-ins."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,22 @@ def test_conv_output_size_reports_the_dilated_kernel_extent():
     # kernel 3 at dilation 2 spans 2 (3 - 1) + 1 = 5 pixels, more than the 2 + 2 * 0 input pixels
     with pytest.raises(ValueError, match=r"^kernel: dilated kernel extent 5 exceeds the padded input size 2$"):
         cnn.conv_output_size(2, 3, dilation=2)
+
+
+# --------------------------------------------------------------------------- ROT_180
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4), (2, 1, 2, 3, 4)])
+def test_rot180_flips_the_last_two_axes_of_any_rank(shape):
+    # a bare 2-D kernel is valid, and in rank 3 or 5 "the last two axes" are not axes 2 and 3:
+    # rot90 twice over (-2, -1) is the 180-degree rotation, computed independently of flip
+    w = torch.arange(math.prod(shape)).reshape(shape)
+    assert torch.equal(cnn.rot180(w), torch.rot90(w, 2, dims=(-2, -1)))
+
+
+def test_rot180_wants_two_axes():
+    with pytest.raises(ValueError, match=r"^w: expected at least 2 dimensions, got shape \(4,\)$"):
+        cnn.rot180(torch.zeros(4))
 
 
 # --------------------------------------------------------------------------- correlation's checks
@@ -80,6 +98,24 @@ def test_conv_backward_input_checks_w_by_name():
         cnn.conv_backward_input(delta, [[1.0]])
 
 
+# --------------------------------------------------------------------------- 1-D and shift structure
+
+
+def test_conv1d_toeplitz_checks_k_by_name():
+    with pytest.raises(ValueError, match=r"^k: expected 1 dimensions"):
+        cnn.conv1d_toeplitz(torch.zeros(2, 2, dtype=f64), 3)
+    with pytest.raises(TypeError, match=r"^k: expected a torch.Tensor"):
+        cnn.conv1d_toeplitz([1.0, 2.0], 3)
+
+
+def test_circular_convolve1d_builds_its_indices_on_xs_device():
+    # on the meta device no values exist, but mixing in a CPU index tensor raises: the (i - m) mod n
+    # table must be made where x lives (on a GPU the same mix fails the same way)
+    x, h = torch.empty(2, 5, device="meta", dtype=f64), torch.empty(5, device="meta", dtype=f64)
+    y = cnn.circular_convolve1d(x, h)
+    assert y.device.type == "meta" and y.shape == (2, 5)
+
+
 # --------------------------------------------------------------------------- pooling and unpooling
 
 
@@ -93,6 +129,8 @@ def test_max_pool2d_checks_by_name():
 def test_max_pool2d_backward_checks_by_name():
     delta = _randn(1, 1, 2, 2)
     idx = torch.zeros(1, 1, 2, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"^delta: expected 4 dimensions"):
+        cnn.max_pool2d_backward(delta[0], idx, (4, 4))
     with pytest.raises(ValueError, match=r"^indices: expected 4 dimensions"):
         cnn.max_pool2d_backward(delta, idx[0], (4, 4))
     with pytest.raises(ValueError, match=r"^input_size: must be >= 1"):
@@ -109,11 +147,14 @@ def test_max_pool2d_backward_on_a_single_row():
 
 
 @pytest.mark.parametrize("fn", [cnn.unpool_nearest, cnn.unpool_bed_of_nails])
-def test_unpool_wants_a_4d_x(fn):
+def test_unpool_checks_by_name(fn):
     with pytest.raises(ValueError, match=r"^x: expected 4 dimensions"):
         fn(_randn(2, 3, 3), 2)
     with pytest.raises(TypeError, match=r"^x: expected a torch.Tensor"):
         fn([[1.0]], 2)
+    # factor 0 would otherwise fail inside torch (a zero slice step) without naming the argument
+    with pytest.raises(ValueError, match=r"^factor: must be >= 1, got 0$"):
+        fn(_randn(1, 1, 2, 2), 0)
 
 
 def test_max_unpool2d_checks_by_name():
@@ -123,6 +164,8 @@ def test_max_unpool2d_checks_by_name():
         cnn.max_unpool2d(x[0], idx, (4, 4))
     with pytest.raises(ValueError, match=r"^indices: expected 4 dimensions"):
         cnn.max_unpool2d(x, idx[0], (4, 4))
+    with pytest.raises(ValueError, match=r"^indices: shape \(1, 1, 2, 1\) differs from x's \(1, 1, 2, 2\)$"):
+        cnn.max_unpool2d(x, idx[..., :1], (4, 4))
     with pytest.raises(ValueError, match=r"^output_size: must be >= 1"):
         cnn.max_unpool2d(x, idx, (0, 4))
 

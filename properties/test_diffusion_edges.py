@@ -33,12 +33,31 @@ def test_linear_schedule_checks_by_name():
     # beta_start = 1 is outside (0, 1); it must be named, not reported as beta_end < beta_start
     with pytest.raises(ValueError, match=r"^beta_start: must be < 1"):
         D.linear_beta_schedule(10, 1.0, 0.5)
+    # both ends are open: beta_1 = 0 adds no noise, beta_T = 1 leaves none of x
+    with pytest.raises(ValueError, match=r"^beta_start: must be > 0"):
+        D.linear_beta_schedule(10, 0.0, 0.02)
+    with pytest.raises(ValueError, match=r"^beta_end: must be < 1"):
+        D.linear_beta_schedule(10, 1e-4, 1.0)
+
+
+def test_cosine_offset_s_must_be_positive():
+    with pytest.raises(ValueError, match=r"^s: must be > 0\.0, got 0\.0$"):
+        D.cosine_alpha_bar(torch.linspace(0, 1, 5, dtype=f64), s=0.0)
+    with pytest.raises(ValueError, match=r"^s: must be > 0"):
+        D.cosine_beta_schedule(10, s=-0.5)
 
 
 def test_boolean_time_steps_are_refused():
     x0, betas = _randn(2, 3), _betas()
     with pytest.raises(TypeError, match=r"^t: expected an integer tensor of time steps, got dtype torch.bool$"):
         D.q_sample(x0, torch.ones(2, dtype=torch.bool), betas, _randn(2, 3, seed=1))
+
+
+def test_time_steps_on_another_device_are_named():
+    # t on the meta device, x on the CPU: refused before any value of t is read
+    x0, t = _randn(2, 3), torch.tensor([1, 2], device="meta")
+    with pytest.raises(ValueError, match=r"^t: on meta, but x is on cpu$"):
+        D.q_sample(x0, t, _betas(), _randn(2, 3, seed=1))
 
 
 def test_noise_dtype_mismatch_names_x():
@@ -120,6 +139,24 @@ def test_train_ddpm_accepts_a_batch_of_one():
     assert res.losses.shape == (2,) and bool(torch.isfinite(res.losses).all())
 
 
+class _Scale(torch.nn.Module):
+    """eps_theta(x, t) = p x: one parameter, so that a thousand Adam steps take a fraction of a second."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t):
+        return self.p * x
+
+
+def test_train_ddpm_defaults_to_1000_steps_reported_every_100():
+    seen = []
+    res = D.train_ddpm(_Scale(), torch.zeros(2, 1), D.linear_beta_schedule(10), batch=1,
+                       callback=lambda step, loss: seen.append(step), generator=torch.Generator().manual_seed(0))
+    assert res.losses.shape == (1000,) and seen == list(range(100, 1001, 100))
+
+
 def test_train_ddpm_reports_a_negative_p_uncond_first():
     # p_uncond is checked before `every`: a weakened p_uncond check would report `every` instead
     model = D.NoisePredictor(dim=2, hidden=8, time_dim=4, depth=1)
@@ -134,12 +171,45 @@ def test_train_ddpm_reports_a_negative_p_uncond_first():
 def test_noise_predictor_checks_and_label_range():
     with pytest.raises(ValueError, match=r"^hidden: must be >= 1"):
         D.NoisePredictor(hidden=0)
+    with pytest.raises(ValueError, match=r"^time_dim: must be >= 2"):
+        D.NoisePredictor(time_dim=1)
+    with pytest.raises(ValueError, match=r"^depth: must be >= 1"):
+        D.NoisePredictor(depth=0)
     # labels 0..num_classes, num_classes being the null label: num_classes + 1 embeddings
     net = D.NoisePredictor(dim=2, hidden=8, time_dim=4, num_classes=3, depth=1)
     assert net.class_emb.num_embeddings == 4
     x, t = torch.zeros(2, 2), torch.tensor([1, 2])
     with pytest.raises(IndexError):
         net(x, t, torch.tensor([4, 4]))
+
+
+def test_noise_predictor_wants_one_step_and_one_label_per_sample():
+    # a (1,) label would broadcast silently over the batch; a (3,) t would fail inside torch.cat
+    net = D.NoisePredictor(dim=2, hidden=8, time_dim=4, num_classes=3, depth=1)
+    x, t = torch.zeros(2, 2), torch.tensor([1, 2])
+    with pytest.raises(ValueError, match=r"^t: expected shape \(2\)"):
+        net(x, torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"^y: expected shape \(2\)"):
+        net(x, t, torch.tensor([1]))
+
+
+def test_image_noise_predictor_with_its_default_width():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 4, 4)
+    out = D.ImageNoisePredictor()(x, torch.tensor([5]))
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
+
+
+def test_image_noise_predictor_null_labels_follow_x():
+    # the default null labels must be made on x's device (on a GPU, CPU labels fail the lookup).
+    # The meta device stands in for a GPU without one; its embedding lookup accepts CPU indices,
+    # so the labels' device is read where they enter the embedding.
+    net = D.ImageNoisePredictor(channels=1, width=8, time_dim=8, num_classes=3).to("meta")
+    labels = []
+    net.class_emb.register_forward_pre_hook(lambda mod, args: labels.append(args[0]))
+    x, t = torch.empty(2, 1, 4, 4, device="meta"), torch.tensor([1, 7], device="meta")
+    assert net(x, t).shape == x.shape
+    assert [y.device.type for y in labels] == ["meta"]
 
 
 def test_image_noise_predictor_null_class_and_checks():
@@ -164,9 +234,16 @@ def test_controlnet_with_its_own_control_channels():
     assert_close(cn(x, t, control), base(x, t))
 
 
-def test_autoencoder_checks_width_by_name():
+def test_autoencoder_checks_by_name():
     with pytest.raises(ValueError, match=r"^width: must be >= 1"):
         D.Autoencoder(width=0)
+    ae = D.Autoencoder(channels=1, latent_channels=4, width=8, levels=2)
+    with pytest.raises(ValueError, match=r"^z: expected 4 dimensions"):
+        ae.decode(torch.zeros(4, 2, 3))
+    # H = 4 equals the latent channel count: only the channel axis may be read
+    with pytest.raises(ValueError, match=r"^z: expected 4 channels, got 3$"):
+        ae.decode(torch.zeros(1, 3, 4, 4))
+    assert ae.decode(torch.zeros(1, 4, 2, 3)).shape == (1, 1, 8, 12)
 
 
 # --------------------------------------------------------------------------- ELBO

@@ -4,6 +4,7 @@ and mask shapes of the chunked fast path, dtypes and devices that must be honour
 written out in the tests (softmax(Q K^T / sqrt d + M) V by torch ops) or are torch built-ins."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -55,11 +56,18 @@ def test_qkv_checks_name_the_argument(fn):
         fn(q, _randn(2, 3, 4, dtype=torch.float32), _randn(2, 3, 4))
     with pytest.raises(TypeError, match=r"^v: dtype torch.float32 differs from q's torch.float64$"):
         fn(q, _randn(2, 3, 4), _randn(2, 3, 4, dtype=torch.float32))
+    # v's own checks name v: one dimension too few, and not a tensor at all
+    with pytest.raises(ValueError, match=r"^v: expected 3 dimensions, got shape \(3, 4\)$"):
+        fn(q, _randn(2, 3, 4), _randn(3, 4))
+    with pytest.raises(TypeError, match=r"^v: expected a torch\.Tensor, got list$"):
+        fn(q, _randn(2, 3, 4), _randn(2, 3, 4).tolist())
 
 
 def test_attention_weights_checks():
     with pytest.raises(ValueError, match=r"^q: expected 2 or 3 or 4 dimensions"):
         attention_weights(_randn(1, 1, 2, 3, 4), _randn(1, 1, 2, 3, 4))
+    with pytest.raises(ValueError, match=r"^k: expected 3 dimensions, got shape \(3, 4\)$"):
+        attention_weights(_randn(2, 3, 4), _randn(3, 4))
     # Tq = 3, Tk = 5, widths 4 and 2: the message reports the widths
     with pytest.raises(ValueError, match=r"^k: last dimension 2 differs from q's 4$"):
         attention_weights(_randn(3, 4), _randn(5, 2))
@@ -127,6 +135,13 @@ def test_self_attention_checks_name_the_argument():
         self_attention(x, _randn(4), W[1], W[2])
     with pytest.raises(TypeError, match=r"^W_Q: dtype torch.float32 differs from x's torch.float64$"):
         self_attention(x, W[0].float(), W[1], W[2])
+    # W_V may differ from W_Q, W_K in its width, not in the rest of its checks
+    with pytest.raises(ValueError, match=r"^W_V: expected 2 dimensions"):
+        self_attention(x, W[0], W[1], _randn(4, 3, 1))
+    with pytest.raises(ValueError, match=r"^W_V: expected 4 rows, got 5$"):
+        self_attention(x, W[0], W[1], _randn(5, 3))
+    with pytest.raises(TypeError, match=r"^W_V: dtype torch.float32 differs from x's torch.float64$"):
+        self_attention(x, W[0], W[1], W[2].float())
 
 
 def test_split_and_merge_heads_check_ndim():
@@ -145,6 +160,12 @@ def test_multi_head_attention_checks_name_the_argument():
         multi_head_attention(x, Wq, Wk.float(), Wv, 2)
     with pytest.raises(ValueError, match=r"^W_K: W_Q, W_K and W_V must have one shape$"):
         multi_head_attention(x, Wq, Wk, _randn(4, 6), 2)
+    # x is checked before it is projected: a 0-d x has no last axis to size the weights against,
+    # and for a 2-d x the message reports x's own shape, not that of x W (width 6 here, not 4)
+    W6 = [_randn(4, 6, seed=s) for s in range(3)]
+    for bad in (torch.tensor(1.0, dtype=f64), _randn(5, 4), _randn(1, 2, 5, 4)):
+        with pytest.raises(ValueError, match=rf"^x: expected 3 dimensions, got shape {re.escape(str(tuple(bad.shape)))}$"):
+            multi_head_attention(bad, *W6, 2)
 
 
 def test_multi_head_attention_fused_takes_the_fused_kernel(monkeypatch):

@@ -77,6 +77,14 @@ def test_gaussian_two_batch_axes(fn):
     _check(fn, x, mu, _spd(seed=3))
 
 
+@pytest.mark.parametrize("fn", GAUSS)
+def test_gaussian_mu_batch_over_single_x(fn):
+    # several means, one point, one covariance: only mu carries the batch, so the result's batch
+    # shape must come from mu's as well as x's and sigma's
+    mu = torch.randn(3, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
+    _check(fn, torch.tensor([0.4, -0.6], dtype=F64), mu, _spd(seed=4))
+
+
 def test_symmetry_tolerance_is_sqrt_eps_relative():
     eps = torch.finfo(F64).eps
     # an asymmetry of exactly sqrt(eps) (relative to the largest entry) is accepted: the check is <=

@@ -233,3 +233,58 @@ def test_fit_checks_its_threshold_and_names_the_reference_dtype():
                 grad_threshold=-1e-3)
     with pytest.raises(TypeError, match=r"^viewmats: dtype torch\.float32 differs from images's torch\.float64$"):
         gs.fit_gaussians(p, img, view.float(), _k(c=2.0), steps=1)
+
+
+# --------------------------------------------------------------------------- mutation sample, seed 3
+
+
+def test_raster_and_tile_inputs_named():
+    """colors of the wrong shape or type name colors in both rasterisers; a negative near plane names near in
+    tile_assignment too (it is public, not only reached through rasterize_tiles' own check)."""
+    means2d, covs2d = torch.tensor([[2.0, 2.0]], dtype=F64), torch.eye(2, dtype=F64)[None]
+    depths, opac = torch.ones(1, dtype=F64), torch.full((1,), 0.5, dtype=F64)
+    for fn in (gs.rasterize_reference, gs.rasterize_tiles):
+        for bad in (torch.ones(2, 3, dtype=F64), torch.ones(1, dtype=F64)):
+            _raises(ValueError, "colors", fn, means2d, covs2d, depths, bad, opac, 4, 4)
+        _raises(TypeError, "colors", fn, means2d, covs2d, depths, [[1.0, 1.0, 1.0]], opac, 4, 4)
+    for bad in (-0.5, float("nan")):
+        _raises(ValueError, "near", gs.tile_assignment, means2d, covs2d, depths, 4, 4, near=bad)
+
+
+def test_composite_names_a_scalar_alpha_before_judging_colors():
+    """A 0-d alphas with one Gaussian's colours (1, C) is the alphas' fault: the error names alphas, not colors
+    (whose expected shape alphas.shape + (C,) is meaningless for a scalar)."""
+    _raises(ValueError, "alphas", gs.composite, torch.tensor(0.5, dtype=F64), torch.ones(1, 3, dtype=F64))
+
+
+def test_render_reference_without_truncation_is_the_notes_alpha():
+    """reference=True with truncate=None composites the untruncated alpha = o exp(-q / 2) (only the reference
+    rasteriser has that mode). One Gaussian on the optical axis at z = 2, scale 0.25, f = 8, eps2d = 0: its splat
+    is N((4, 4), (8 * 0.25 / 2)^2 I = I); opacity sigmoid(0) = 1/2, colour 0 * Y_00 + 0.5 = 1/2, black background."""
+    p = _iso(1, [[0.0, 0.0, 2.0]], log_scale=math.log(0.25))
+    centres = torch.arange(8, dtype=F64) + 0.5
+    q = (centres[:, None] - 4) ** 2 + (centres[None, :] - 4) ** 2  # (row, col)
+    want = (0.25 * torch.exp(-0.5 * q))[..., None].expand(8, 8, 3)
+    kw = dict(eps2d=0.0, reference=True)
+    img = gs.render_gaussians(p, torch.eye(4, dtype=F64), _k(), 8, 8, truncate=None, **kw)
+    torch.testing.assert_close(img, want, rtol=1e-12, atol=0)
+    # the premise: the corner pixel (q = 24.5) lies beyond the default 3-sigma cut, so the two modes differ there
+    assert gs.render_gaussians(p, torch.eye(4, dtype=F64), _k(), 8, 8, **kw)[0, 0].abs().max() == 0
+
+
+def test_look_at_refuses_a_target_one_ulp_from_a_distant_eye():
+    """eye == target is judged relative to eye's magnitude: at |eye| = 1e6 a target one ulp away (2^-33 ~ 1.2e-10,
+    below eps * 1e6 = 2.2e-10) is rounding noise and refused; 1e-3 away it gives a camera looking along +z."""
+    eye = torch.tensor([1e6, 0.0, 0.0], dtype=F64)
+    _raises(ValueError, "target", gs.world_to_camera_look_at, eye, eye + torch.tensor([2.0**-33, 0.0, 0.0], dtype=F64))
+    view = gs.world_to_camera_look_at(eye, eye + torch.tensor([0.0, 0.0, 1e-3], dtype=F64))
+    torch.testing.assert_close(view[2, :3], torch.tensor([0.0, 0.0, 1.0], dtype=F64))
+
+
+def test_fit_channel_mismatch_message_counts_channels():
+    """The message gives the images' channel count (3), not another axis (the height, 4 here)."""
+    img = torch.full((1, 4, 5, 3), 0.5, dtype=F64)
+    p = _iso(1, [0.0, 0.0, 2.0])
+    p["sh"] = p["sh"][..., :1]
+    with pytest.raises(ValueError, match=r"^params\['sh'\]: 1 colour channels, images have 3$"):
+        gs.fit_gaussians(p, img, torch.eye(4, dtype=F64)[None], _k(c=2.0), steps=1)

@@ -9,19 +9,38 @@ import torch
 from impl._checks import check_probability, check_same, check_symmetric_psd, check_tensor
 
 
+def _check_gaussian_args(x, mu, sigma):
+    """x, mu: (..., d), sigma: (..., d, d) on one device and dtype, batches broadcasting together.
+    Returns d and the broadcast batch shape; each error names the argument that breaks the rule."""
+    check_tensor(x, "x", ndim=range(1, 16))
+    check_tensor(mu, "mu", ndim=range(1, 16))
+    check_tensor(sigma, "sigma", ndim=range(2, 16))
+    check_same(x, "x", mu=mu, sigma=sigma)
+    d = x.shape[-1]
+    if mu.shape[-1] != d:
+        raise ValueError(f"mu: expected last dimension {d} to match x's, got shape {tuple(mu.shape)}")
+    if sigma.shape[-2:] != (d, d):
+        raise ValueError(f"sigma: expected (..., {d}, {d}) to match x's last dim {d}, got {tuple(sigma.shape)}")
+    try:
+        batch = torch.broadcast_shapes(x.shape[:-1], mu.shape[:-1])
+    except RuntimeError:
+        raise ValueError(f"mu: batch shape {tuple(mu.shape[:-1])} does not broadcast with x's "
+                         f"{tuple(x.shape[:-1])}") from None
+    try:
+        batch = torch.broadcast_shapes(batch, sigma.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"sigma: batch shape {tuple(sigma.shape[:-2])} does not broadcast with x's "
+                         f"{tuple(x.shape[:-1])} and mu's {tuple(mu.shape[:-1])}") from None
+    return d, batch
+
+
 def gaussian_log_density(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """log N(x | mu, Sigma) = -1/2 (d log 2 pi + log |Sigma| + (x - mu)^T Sigma^{-1} (x - mu)).
 
     Through the Cholesky factor, so tiny or large variances stay finite. x: (..., d), mu: (..., d),
     sigma: (..., d, d) symmetric positive definite (broadcast together) -> (...).
     """
-    check_tensor(x, "x", ndim=range(1, 16))
-    check_tensor(mu, "mu", ndim=range(1, 16))
-    check_tensor(sigma, "sigma", ndim=range(2, 16))
-    check_same(x, "x", mu=mu, sigma=sigma)
-    d = x.shape[-1]
-    if mu.shape[-1] != d or sigma.shape[-2:] != (d, d):
-        raise ValueError(f"sigma: expected (..., {d}, {d}) to match x's last dim {d}, got {tuple(sigma.shape)}")
+    d, batch = _check_gaussian_args(x, mu, sigma)
     # Cholesky reads only the lower triangle: test symmetry first, so an asymmetric sigma is refused
     scale = sigma.abs().amax(dim=(-1, -2), keepdim=True).clamp_min(torch.finfo(sigma.dtype).tiny)
     if not bool((((sigma - sigma.transpose(-1, -2)).abs() / scale) <= torch.finfo(sigma.dtype).eps ** 0.5).all()):
@@ -29,11 +48,6 @@ def gaussian_log_density(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor)
     L, info = torch.linalg.cholesky_ex(sigma)
     if torch.any(info != 0):
         raise ValueError("sigma: not positive definite")
-    try:
-        batch = torch.broadcast_shapes(x.shape[:-1], mu.shape[:-1], sigma.shape[:-2])
-    except RuntimeError:
-        raise ValueError(f"sigma: batch shape {tuple(sigma.shape[:-2])} does not broadcast with x's "
-                         f"{tuple(x.shape[:-1])} and mu's {tuple(mu.shape[:-1])}") from None
     diff = (x - mu).unsqueeze(-1).expand(*batch, d, 1)
     z = torch.linalg.solve_triangular(L.expand(*batch, d, d), diff, upper=False).squeeze(-1)
     logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1).expand(batch)
@@ -45,13 +59,7 @@ def gaussian_density(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> 
 
     x, mu: (..., d), sigma: (..., d, d) -> (...). Use gaussian_log_density where it may underflow.
     """
-    check_tensor(x, "x", ndim=range(1, 16))
-    check_tensor(mu, "mu", ndim=range(1, 16))
-    check_tensor(sigma, "sigma", ndim=range(2, 16))
-    check_same(x, "x", mu=mu, sigma=sigma)
-    d = x.shape[-1]
-    if mu.shape[-1] != d or sigma.shape[-2:] != (d, d):
-        raise ValueError(f"sigma: expected (..., {d}, {d}) to match x's last dim {d}, got {tuple(sigma.shape)}")
+    d, _ = _check_gaussian_args(x, mu, sigma)
     ev = torch.linalg.eigvalsh(sigma)
     check_symmetric_psd(sigma, "sigma", eigenvalues=ev)
     if not bool((ev > 0).all()):

@@ -39,6 +39,22 @@ def test_policy_checks():
         rl.bellman_expectation(P32, R32, torch.full((3, 2), 0.75), V.float(), 0.9)
 
 
+def test_float64_rows_must_sum_to_one_within_1e_9():
+    # float64 is held to 1e-9, float32 only to 1e-4: a 1e-6 error is rounding in float32 only
+    P, R = _mdp()
+    bad = P.clone()
+    bad[0, 0, 0] += 1e-6
+    V = torch.zeros(3, dtype=f64)
+    with pytest.raises(ValueError, match=r"^P: rows P\[\.\.\., s, a, :\] must sum to 1"):
+        rl.q_values(bad, R, V, 0.9)
+    assert rl.q_values(bad.float(), R.float(), V.float(), 0.9).shape == (3, 2)
+
+
+def test_random_mdp_checks_n_actions_by_name():
+    with pytest.raises(ValueError, match=r"^n_actions: must be >= 1"):
+        rl.random_mdp(1, 3, 0)
+
+
 def test_random_mdp_with_a_dirichlet_concentration():
     m = rl.random_mdp(2, 4, 3, generator=torch.Generator().manual_seed(1), concentration=0.5)
     assert m.P.shape == (2, 4, 3, 4) and bool((m.P >= 0).all())
@@ -63,6 +79,28 @@ def test_value_iteration_checks_V0_by_name():
         rl.value_iteration(P, R, 0.9, V0=[0.0, 0.0, 0.0])
 
 
+def test_policy_evaluation_iterative_from_V0():
+    # v_pi is the fixed point of T_pi: started there, the first sweep already meets the rule
+    P, R = _mdp()
+    pi = _uniform()
+    v = rl.policy_evaluation(P, R, pi, 0.9)
+    res = rl.policy_evaluation_iterative(P, R, pi, 0.9, V0=v)
+    assert (res.iterations, res.converged) == (1, True)
+    assert_close(res.V, v, rtol=0, atol=1e-12)
+    with pytest.raises(TypeError, match=r"^V0: dtype torch.float32 differs from P's torch.float64$"):
+        rl.policy_evaluation_iterative(P, R, pi, 0.9, V0=v.float())
+
+
+def test_policy_iteration_out_of_rounds_returns_the_last_values():
+    # chain(3), always "back": v = small / (1 - gamma) = 1 in every state; going forward in the
+    # last state is worth big + gamma * 1 = 1.9 > 1, so one round improves but is not stable
+    m = rl.chain(3)
+    res = rl.policy_iteration(m.P, m.R, 0.9, max_iter=1)
+    assert (res.iterations, res.converged) == (1, False)
+    assert_close(res.V, torch.ones(3, dtype=f64), rtol=0, atol=1e-12)
+    assert res.policy.tolist() == [0, 0, 1]
+
+
 def test_epsilon_greedy_checks_Q():
     Q = torch.zeros(3, 2, dtype=f64)
     Q[1, 0] = float("inf")
@@ -72,10 +110,19 @@ def test_epsilon_greedy_checks_Q():
         rl.epsilon_greedy(torch.zeros(3, 2, dtype=f64), torch.tensor([0, 1, 2]), 0.1)
 
 
-def test_mc_evaluation_checks_alive_by_name():
+def test_epsilon_greedy_states_on_the_tables_device():
+    Q = torch.zeros(2, 3, 2, dtype=f64)
+    with pytest.raises(ValueError, match=r"^states: on meta, but the tables are on cpu$"):
+        rl.epsilon_greedy(Q, torch.zeros(2, dtype=torch.long, device="meta"), 0.1)
+
+
+def test_mc_evaluation_checks_alive_and_n_states_by_name():
     states, rewards = torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 2, dtype=f64)
     with pytest.raises(TypeError, match=r"^alive: expected a torch.Tensor"):
         rl.mc_evaluation(states, rewards, [[True, True]], 0.9, 3)
+    alive = torch.ones(1, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"^n_states: must be >= 1"):
+        rl.mc_evaluation(states, rewards, alive, 0.9, 0)
 
 
 # --------------------------------------------------------------------------- tabular updates
@@ -108,12 +155,40 @@ def test_learning_step_size_at_most_one():
         rl.run_td0(mdp, _uniform(), 0.9, n_runs=2, n_steps=1, alpha=1.5)
 
 
+def test_learning_checks_the_start_distribution():
+    mdp = rl.chain(3)
+    # a distribution over 4 states does not fit 3 states, even though it sums to one
+    for start, msg in ((torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=f64), r"^start: expected shape \(3\)"),
+                       (torch.tensor([0.5, 0.5, 0.5], dtype=f64), r"^start: must sum to 1")):
+        with pytest.raises(ValueError, match=msg):
+            rl.run_td0(mdp._replace(start=start), _uniform(), 0.9, n_runs=2, n_steps=1)
+
+
+def test_run_td0_keeps_to_the_mdps_device():
+    # every tensor the learner makes follows P, not torch's default device
+    mdp, pi, gen = rl.chain(3), _uniform(), torch.Generator().manual_seed(0)
+    with torch.device("meta"):
+        out = rl.run_td0(mdp, pi, 0.9, n_runs=2, n_steps=3, generator=gen)
+    assert out.model.device.type == "cpu" and out.losses.device.type == "cpu"
+    assert bool(torch.isfinite(out.model).all())
+
+
 # --------------------------------------------------------------------------- CartPole, replay, DQN
 
 
 def test_cartpole_step_wants_a_matrix_of_states():
     with pytest.raises(ValueError, match=r"^state: expected 2 dimensions"):
         rl.cartpole_step(torch.zeros(4), torch.tensor([0]))
+
+
+def test_cartpole_reset_checks_generator_by_name():
+    with pytest.raises(TypeError, match=r"^generator: expected a torch.Generator"):
+        rl.cartpole_reset(2, generator="seed")
+
+
+def test_q_network_gives_one_value_per_action():
+    torch.manual_seed(0)
+    assert rl.QNetwork(4, 3, hidden=8)(torch.zeros(5, 4)).shape == (5, 3)
 
 
 def test_replay_buffer_lives_on_its_device():
@@ -169,6 +244,20 @@ def test_gaussian_policy_checks_and_device():
     pol = rl.GaussianPolicy(3, 2).to("meta")
     a = pol.sample(torch.empty(5, 3, device="meta"))
     assert a.device.type == "meta" and a.shape == (5, 2)
+
+
+def test_discount_weights_on_the_device_asked_for():
+    w = rl.discount_weights(3, 0.5, device="meta")
+    assert w.device.type == "meta" and w.shape == (3,)
+
+
+def test_actor_critic_critic_learns_the_value():
+    # one state, one action, reward 1 forever: v = 1 / (1 - gamma) = 2 for gamma = 1/2
+    one = rl.FiniteMDP(torch.ones(1, 1, 1, dtype=f64), torch.ones(1, 1, dtype=f64), torch.ones(1, dtype=f64),
+                       torch.zeros(1, dtype=torch.bool))
+    torch.manual_seed(0)
+    res = rl.train_actor_critic(one, 0.5, n_runs=1, n_steps=150, hidden=8, generator=torch.Generator().manual_seed(0))
+    assert abs(float(res.critic(torch.ones(1, 1, dtype=f64)).detach()) - 2.0) < 0.05
 
 
 def test_train_actor_critic_default_and_checks():

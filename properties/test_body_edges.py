@@ -9,14 +9,15 @@ small cases computed by hand.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
+import math
 
 import pytest
 import torch
 
 from impl import body as B
+from spec.testing import default_dtype
 
 F64 = torch.float64
 
@@ -27,14 +28,6 @@ def tiny_model() -> B.BodyModel:
     return B.synthetic_body_model(n_rings=2, n_around=3, num_betas=2, n_people=4, seed=0, dtype=F64)
 
 
-@contextlib.contextmanager
-def default_dtype(dtype):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 # ---- the body model's fields ----------------------------------------------------------------------
@@ -219,3 +212,76 @@ def test_rodrigues_places_its_tensors_on_the_input_device_not_the_default_one():
         R = B.rodrigues(r)
     assert R.device == r.device
     torch.testing.assert_close(R, want, rtol=1e-14, atol=1e-15)
+
+
+# ---- found by a third sample (seed 3) --------------------------------------------------------------
+
+def test_more_bad_shapes_named():
+    cases = [
+        (lambda: B.spring_cost(torch.zeros(4, 3, dtype=F64), torch.zeros(2, 2, dtype=F64),
+                               torch.ones(2, 2, dtype=F64)), "positions"),
+        (lambda: B.regress_joints(torch.zeros(24, dtype=F64), torch.zeros(1, 24, 3, dtype=F64)), "J_regressor"),
+        # a flat feature vector: one feature per sample must still be a column
+        (lambda: B.fit_ridge(torch.zeros(6, dtype=F64), torch.zeros(6, 2, dtype=F64)), "features"),
+        (lambda: B.crop_patches(torch.zeros(1, 5, 5, dtype=F64), torch.zeros(1, 2, dtype=F64), -1), "size"),
+        (lambda: B.MultiStageHeatmapNet(0, 3), "in_channels"),
+        (lambda: B.MultiStageHeatmapNet(2, 3, hidden=0), "hidden"),
+    ]
+    for fn, name in cases:
+        with pytest.raises(ValueError, match=rf"^{name}:"):
+            fn()
+
+
+def test_rodrigues_keeps_the_input_dtype_under_another_default():
+    r = 0.4 * torch.randn(3, 3, generator=torch.Generator().manual_seed(1))
+    for dtype, default in ((torch.float32, F64), (torch.bfloat16, torch.float32)):
+        with default_dtype(default):
+            R = B.rodrigues(r.to(dtype))
+        assert R.dtype == dtype
+    want = torch.linalg.matrix_exp(B.skew(r.double()))          # exp([r]_x)
+    with default_dtype(F64):
+        torch.testing.assert_close(B.rodrigues(r), want.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_synthetic_population_does_not_depend_on_the_default_dtype():
+    with default_dtype(torch.float32):
+        a = B.synthetic_population(7, seed=2, dtype=F64)
+    with default_dtype(F64):
+        b = B.synthetic_population(7, seed=2, dtype=F64)
+    for x, y in zip(a, b):
+        assert x.dtype == F64
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_synthetic_population_has_a_height_and_a_girth_factor_per_person():
+    """A per-person factor shared by every bone makes bones of different groups (left knee in the
+    legs, left elbow in the arms) vary together across people; without it they would be
+    independent (correlation within about 1 / sqrt(N) = 0.02 of zero)."""
+    length, girth = B.synthetic_population(2000, seed=0)
+    knee, elbow = 4, 18
+    for x in (length, girth):
+        corr = torch.corrcoef(torch.stack([x[:, knee], x[:, elbow]]))[0, 1]
+        assert corr > 0.3
+
+
+def test_closed_tube_orientation_does_not_depend_on_scale():
+    """The faces are outward for any radius; at radius 1e-200 the volume (~ r^2) underflows to 0,
+    which must not read as an inward mesh."""
+    v1, f1 = B.closed_tube(1.0, 1.0, 2, 3)
+    assert B.mesh_volume(v1[None], f1)[0] > 0
+    _, f_tiny = B.closed_tube(1e-200, 1.0, 2, 3)
+    assert torch.equal(f_tiny, f1)
+
+
+def test_implicit_body_sdf_uses_softplus_with_beta_100():
+    """IGR's smooth ReLU, softplus_100(z) = log(1 + exp(100 z)) / 100. With one hidden unit reading
+    x_0 and identity weights, f(0) = softplus_100(softplus_100(0)) = softplus_100(ln 2 / 100)
+    = ln(1 + 2) / 100."""
+    net = B.AnimatableImplicitBody(joints=2, hidden=1).double()
+    with torch.no_grad():
+        for lin in (net.sdf_net[0], net.sdf_net[2], net.sdf_net[4]):
+            lin.weight.zero_()
+            lin.weight[0, 0] = 1.0
+            lin.bias.zero_()
+    f = net.sdf(torch.zeros(1, 1, 3, dtype=F64))
+    torch.testing.assert_close(f, torch.full((1, 1), math.log(3) / 100, dtype=F64), rtol=1e-14, atol=0)

@@ -5,6 +5,8 @@ Tests import from here (``from spec.testing import ...``); nothing in ``impl/`` 
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from hypothesis import strategies as st
@@ -19,6 +21,18 @@ TOL = {
     torch.float64: dict(rtol=1e-9, atol=1e-10),
     torch.float32: dict(rtol=2e-4, atol=2e-5),
 }
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """torch's default dtype set to ``dtype`` inside the block (restored after): a function that builds
+    a constant in the default dtype instead of its input's shows up under another default."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
 
 
 def tol(dtype: torch.dtype) -> dict:

@@ -22,13 +22,22 @@ def causal_mask(T: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
     return torch.triu(full, diagonal=1)
 
 
-def _check_qkv(q, k, v):
+def _check_qk(q, k):
     check_tensor(q, "q", ndim=(2, 3, 4))
     check_tensor(k, "k", ndim=q.ndim)
-    check_tensor(v, "v", ndim=q.ndim)
-    check_same(q, "q", k=k, v=v)
+    check_same(q, "q", k=k)
     if k.shape[-1] != q.shape[-1]:
         raise ValueError(f"k: last dimension {k.shape[-1]} differs from q's {q.shape[-1]}")
+    if q.shape[-1] == 0:  # the scores are divided by sqrt(d)
+        raise ValueError(f"q: expected a feature dimension d >= 1, got shape {tuple(q.shape)}")
+    if k.shape[-2] == 0:  # each query's weights are a softmax over the keys: over none it is undefined
+        raise ValueError(f"k: expected at least one key, got shape {tuple(k.shape)}")
+
+
+def _check_qkv(q, k, v):
+    _check_qk(q, k)
+    check_tensor(v, "v", ndim=q.ndim)
+    check_same(q, "q", v=v)
     if v.shape[-2] != k.shape[-2]:
         raise ValueError(f"v: {v.shape[-2]} positions but k has {k.shape[-2]}")
 
@@ -40,11 +49,7 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, *, causal: bool = False,
     q: (..., Tq, d), k: (..., Tk, d), mask: additive, broadcastable to (..., Tq, Tk).
     Returns (..., Tq, Tk); each row is a probability vector over the allowed keys.
     """
-    check_tensor(q, "q", ndim=(2, 3, 4))
-    check_tensor(k, "k", ndim=q.ndim)
-    check_same(q, "q", k=k)
-    if k.shape[-1] != q.shape[-1]:
-        raise ValueError(f"k: last dimension {k.shape[-1]} differs from q's {q.shape[-1]}")
+    _check_qk(q, k)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if causal:
         if q.shape[-2] != k.shape[-2]:
@@ -106,6 +111,8 @@ def scaled_dot_product_attention_chunked(q: torch.Tensor, k: torch.Tensor, v: to
         check_tensor(mask, "mask")
         check_same(q, "q", mask=mask)
         mask = mask.expand(*lead, Tq, Tk).reshape(n, Tq, Tk) if mask.ndim > 2 else mask.expand(Tq, Tk)
+    if Tq == 0:  # no query, no block: an empty batch of rows
+        return q.new_empty(*lead, 0, dv)
     # Causal: the keys before a block are all visible and those after its last query all masked,
     # so only the block's own (chunk, chunk) square needs the triangle (building the whole (T, T)
     # mask would cost a third of the run at T = 1024).

@@ -45,6 +45,17 @@ def test_causal_mask_checks_T_by_name():
         causal_mask(0)
 
 
+@pytest.mark.parametrize("fn", QKV + [lambda q, k, v: attention_weights(q, k)])
+def test_no_key_or_no_feature_is_refused_and_no_query_is_empty(fn):
+    # a softmax over no key is undefined (the fused kernel returns zeros, the formula NaN or zeros),
+    # and d = 0 divides the scores by sqrt(0); no query is a valid, empty batch of rows
+    with pytest.raises(ValueError, match=r"^k: expected at least one key"):
+        fn(_randn(2, 3, 4), _randn(2, 0, 4), _randn(2, 0, 4))
+    with pytest.raises(ValueError, match=r"^q: expected a feature dimension d >= 1"):
+        fn(_randn(2, 3, 0), _randn(2, 3, 0), _randn(2, 3, 4))
+    assert fn(_randn(2, 0, 4), _randn(2, 3, 4), _randn(2, 3, 4)).shape[-2] == 0
+
+
 @pytest.mark.parametrize("fn", QKV)
 def test_qkv_checks_name_the_argument(fn):
     q = _randn(2, 3, 4)

@@ -15,11 +15,20 @@ import torch.nn.functional as F
 
 import math
 
-from impl._checks import check_choice, check_generator, check_int, check_same, check_tensor
+from impl._checks import check_choice, check_generator, check_index, check_int, check_same, check_tensor
 
 
-def _check_binary(x, name: str, D: int) -> torch.Tensor:
+def _check_device(x: torch.Tensor, name: str, module: nn.Module) -> None:
+    """x on the module's device, checked before any value of x is read (else a RuntimeError inside a layer)."""
+    p = next(module.parameters())
+    if x.device != p.device:
+        raise ValueError(f"{name}: on {x.device}, but the model is on {p.device}")
+
+
+def _check_binary(x, name: str, D: int, module: nn.Module | None = None) -> torch.Tensor:
     check_tensor(x, name, shape=(None, D))
+    if module is not None:
+        _check_device(x, name, module)
     if ((x != 0) & (x != 1)).any():
         raise ValueError(f"{name}: entries must be 0 or 1")
     return x
@@ -29,6 +38,7 @@ def _check_order(order, D: int, device) -> torch.Tensor:
     if order is None:
         return torch.arange(D, device=device)
     check_tensor(order, "order", floating=False, shape=(D,))
+    check_index(order, "order", D)  # integer: a float "permutation" passes the comparison below, then cannot index
     if not torch.equal(torch.sort(order).values.cpu(), torch.arange(D)):
         raise ValueError(f"order: expected a permutation of 0..{D - 1}")
     return order.to(device)
@@ -37,6 +47,12 @@ def _check_order(order, D: int, device) -> torch.Tensor:
 def all_binary(n: int, *, device=None, dtype=torch.float64) -> torch.Tensor:
     """All 2^n binary vectors, (2^n, n), first coordinate most significant."""
     check_int(n, "n", min=1, max=24)
+    if not isinstance(dtype, torch.dtype):  # a string is taken for a device by Tensor.to
+        raise TypeError(f"dtype: expected a torch.dtype, got {dtype!r}")
+    try:
+        device = None if device is None else torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device: not a torch device: {device!r}") from e
     k = torch.arange(2 ** n, device=device)
     bits = 2 ** torch.arange(n - 1, -1, -1, device=device)
     return ((k[:, None] & bits) > 0).to(dtype)
@@ -68,7 +84,7 @@ class TabularAR(nn.Module):
 
     def conditional_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n) -> (B, n): logit of p(x_i = 1 | x_<i)."""
-        _check_binary(x, "x", self.n)
+        _check_binary(x, "x", self.n, self)
         out = []
         for i in range(self.n):  # one table per variable
             bits = 2 ** torch.arange(i - 1, -1, -1, device=x.device)
@@ -101,7 +117,7 @@ class FVSBN(nn.Module):
 
     def conditional_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n) -> (B, n), all conditionals in one matrix product."""
-        _check_binary(x, "x", self.n)
+        _check_binary(x, "x", self.n, self)
         return self.alpha0.to(x.dtype) + x @ self.weight().to(x.dtype).T
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,7 +141,7 @@ class NADE(nn.Module):
         self.b = nn.Parameter(torch.zeros(H))
         self.V = nn.Parameter(torch.randn(D, H) / H ** 0.5)
         self.c = nn.Parameter(torch.zeros(D))
-        self.register_buffer("order", _check_order(order, D, None))
+        self.register_buffer("order", _check_order(order, D, "cpu"))  # with the parameters
 
     def hidden(self, x: torch.Tensor, method: str = "cumsum") -> torch.Tensor:
         """All h_k in generation order: (B, D) -> (B, D, H).
@@ -134,7 +150,7 @@ class NADE(nn.Module):
         O(B D H).  ``incremental``: the same recursion as a loop of rank-1 products (what FLOP
         counters see).  ``naive``: each a_k = b + W[:, <k] x_<k from scratch, O(B D^2 H).
         """
-        _check_binary(x, "x", self.D)
+        _check_binary(x, "x", self.D, self)
         check_choice(method, "method", ("cumsum", "incremental", "naive"))
         xo, Wo = x[:, self.order], self.W[:, self.order].to(x.dtype)
         b = self.b.to(x.dtype)
@@ -201,6 +217,7 @@ class RNADE(nn.Module):
     def mixture(self, x: torch.Tensor):
         """All conditionals' mixture parameters, teacher forced on x: (log pi, mu, log s), each (B, D, K)."""
         check_tensor(x, "x", shape=(None, self.D))
+        _check_device(x, "x", self)
         W, b = self.W.to(x.dtype), self.b.to(x.dtype)
         contrib = x[:, :, None] * W.T  # (B, D, H)
         h = torch.sigmoid(b + torch.cumsum(contrib, 1) - contrib)  # exclusive prefix sum, as in NADE
@@ -253,7 +270,7 @@ class OrderlessNADE(nn.Module):
 
     def conditional_logits(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """logit p(x_d = 1 | x_m) for every d (meaningful where m_d = 0): (B, D)."""
-        _check_binary(x, "x", self.D)
+        _check_binary(x, "x", self.D, self)
         check_tensor(m, "m", shape=tuple(x.shape))
         check_same(x, "x", m=m)
         if not bool(((m == 0) | (m == 1)).all()):
@@ -265,7 +282,7 @@ class OrderlessNADE(nn.Module):
         """log p_o(x) = sum_k log p(x_{o_k} | x_{o_<k}) for the ordering ``order``: (B, D) -> (B,).
 
         All D conditionals in one batched pass (one mask per step)."""
-        _check_binary(x, "x", self.D)
+        _check_binary(x, "x", self.D, self)
         order = _check_order(order, self.D, x.device)
         B, D = x.shape
         rank = torch.empty_like(order).index_copy_(0, order, torch.arange(D, device=x.device))
@@ -294,11 +311,19 @@ class MaskedLinear(nn.Linear):
     """nn.Linear whose weight is multiplied by a fixed 0/1 mask: (out, in)."""
 
     def __init__(self, in_features: int, out_features: int, mask: torch.Tensor):
+        check_int(in_features, "in_features", min=1)
+        check_int(out_features, "out_features", min=1)
         super().__init__(in_features, out_features)
         check_tensor(mask, "mask", shape=(out_features, in_features))
+        if not bool(((mask == 0) | (mask == 1)).all()):  # a mask keeps or drops a weight (NaN fails too)
+            raise ValueError("mask: entries must be 0 or 1")
         self.register_buffer("mask", mask.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x")
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected shape (..., {self.in_features}), got {tuple(x.shape)}")
+        check_same(self.weight, "weight", x=x)
         return F.linear(x, self.weight * self.mask.to(self.weight.dtype), self.bias)
 
 
@@ -336,7 +361,7 @@ class MADE(nn.Module):
         super().__init__()
         masks = made_masks(D, hidden, order)
         self.D = D
-        self.register_buffer("order", _check_order(order, D, None))
+        self.register_buffer("order", _check_order(order, D, "cpu"))  # with the parameters
         sizes = [D] + list(hidden) + [D]
         layers: list[nn.Module] = []
         for i, mask in enumerate(masks):
@@ -347,10 +372,11 @@ class MADE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(x, "x", shape=(None, self.D))
+        check_same(self.net[0].weight, "the model", x=x)  # else a RuntimeError inside a layer
         return self.net(x)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        _check_binary(x, "x", self.D)
+        _check_binary(x, "x", self.D, self)
         return bernoulli_log_prob(self(x), x, validate=False)
 
     @torch.no_grad()
@@ -381,7 +407,9 @@ def pixelcnn_mask(in_channels: int, out_channels: int, kernel_size: tuple[int, i
     check_int(colors, "colors", min=1)
     if in_channels % colors or out_channels % colors:
         raise ValueError(f"colors: {colors} must divide in_channels {in_channels} and out_channels {out_channels}")
-    kh, kw = kernel_size
+    if not isinstance(kernel_size, (tuple, list)) or len(kernel_size) != 2:
+        raise TypeError(f"kernel_size: expected (height, width), got {kernel_size!r}")
+    kh, kw = (check_int(k, "kernel_size", min=1) for k in kernel_size)
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"kernel_size: must be odd, got {kernel_size}")
     ch, cw = kh // 2, kw // 2
@@ -399,12 +427,18 @@ class MaskedConv2d(nn.Conv2d):
     """A 'same'-padded convolution whose kernel is multiplied by ``pixelcnn_mask``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, mask_type: str, colors: int = 1):
-        kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if not isinstance(kernel_size, (tuple, list)):  # one size for both axes (checked by pixelcnn_mask)
+            kernel_size = (kernel_size, kernel_size)
         mask = pixelcnn_mask(in_channels, out_channels, kernel_size, mask_type, colors)
+        kernel_size = tuple(int(k) for k in kernel_size)
         super().__init__(in_channels, out_channels, kernel_size, padding=(kernel_size[0] // 2, kernel_size[1] // 2))
         self.register_buffer("mask", mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x", ndim=4)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x: expected {self.in_channels} channels on axis 1, got shape {tuple(x.shape)}")
+        check_same(self.weight, "weight", x=x)
         return F.conv2d(x, self.weight * self.mask.to(self.weight.dtype), self.bias, padding=self.padding)
 
 
@@ -416,9 +450,19 @@ def _check_levels(x: torch.Tensor, levels: int, validate: bool) -> None:
         raise ValueError(f"x: levels must lie in 0..{levels - 1}")
 
 
-def _one_hot_levels(x: torch.Tensor, levels: int, channels: int, validate: bool = True) -> torch.Tensor:
+def _check_image(x: torch.Tensor, name: str) -> None:
+    # an image of no pixel has no likelihood to factor, and the convolutions refuse it
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{name}: expected at least one pixel (H, W >= 1), got shape {tuple(x.shape)}")
+
+
+def _one_hot_levels(x: torch.Tensor, levels: int, channels: int, validate: bool = True,
+                    module: nn.Module | None = None) -> torch.Tensor:
     """(B, C, H, W) integer levels -> (B, C * K, H, W) one-hot, grouped by colour channel."""
     check_tensor(x, "x", floating=False, shape=(None, channels, None, None))
+    _check_image(x, "x")
+    if module is not None:
+        _check_device(x, "x", module)
     _check_levels(x, levels, validate)
     B, C, H, W = x.shape
     return F.one_hot(x.long(), levels).permute(0, 1, 4, 2, 3).reshape(B, C * levels, H, W)
@@ -439,7 +483,12 @@ class _ImageAR(nn.Module):
         ``validate=False`` skips the range check of x (a host read): the sampler uses it, since
         the levels it feeds back come from its own draws."""
         p = next(self.parameters())
-        return self.logits_from_onehot(_one_hot_levels(x, self.levels, self.channels, validate).to(p.dtype))
+        return self.logits_from_onehot(_one_hot_levels(x, self.levels, self.channels, validate, self).to(p.dtype))
+
+    def _check_onehot(self, h: torch.Tensor) -> None:
+        check_tensor(h, "h", shape=(None, self.channels * self.levels, None, None))
+        _check_image(h, "h")
+        check_same(next(self.parameters()), "the model", h=h)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) = sum over pixels and colours of log p(x_i | x_<i), one pass: (B,)."""
@@ -484,7 +533,7 @@ class PixelCNN(_ImageAR):
 
     def logits_from_onehot(self, h: torch.Tensor) -> torch.Tensor:
         """h: (B, C * K, H, W) float -> (B, C, K, H, W)."""
-        check_tensor(h, "h", shape=(None, self.channels * self.levels, None, None))
+        self._check_onehot(h)
         out = self.net(h)
         B, _, H, W = out.shape
         return out.view(B, self.channels, self.levels, H, W)
@@ -522,7 +571,7 @@ class GatedPixelCNN(_ImageAR):
 
     def logits_from_onehot(self, h: torch.Tensor) -> torch.Tensor:
         """h: (B, K, H, W) float -> (B, 1, K, H, W)."""
-        check_tensor(h, "h", shape=(None, self.levels, None, None))
+        self._check_onehot(h)
         r, (B, _, H, W) = self.k // 2, h.shape
         v, hs = h, h
         for layer in range(len(self.v_conv)):
@@ -556,7 +605,7 @@ class RowLSTM(_ImageAR):
 
     def logits_from_onehot(self, h: torch.Tensor) -> torch.Tensor:
         """h: (B, K, H, W) float -> (B, 1, K, H, W)."""
-        check_tensor(h, "h", shape=(None, self.levels, None, None))
+        self._check_onehot(h)
         B, _, H, W = h.shape
         pre = self.input_to_state(h)  # (B, 4h, H, W)
         state = h.new_zeros(B, self.hidden, W)
@@ -588,10 +637,20 @@ class CausalConv1d(nn.Conv1d):
     """Conv1d left-padded by (k - 1) d: output t sees inputs t - (k-1) d .. t. (B, C, T) -> (B, C', T)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1):
+        check_int(in_channels, "in_channels", min=1)
+        check_int(out_channels, "out_channels", min=1)
+        kernel_size = check_int(kernel_size, "kernel_size", min=1)
+        dilation = check_int(dilation, "dilation", min=1)  # a negative one would make the pad crop
         super().__init__(in_channels, out_channels, kernel_size, dilation=dilation)
         self.left = (kernel_size - 1) * dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x", ndim=(2, 3))
+        if x.shape[-2] != self.in_channels:
+            raise ValueError(f"x: expected {self.in_channels} channels on axis -2, got shape {tuple(x.shape)}")
+        if x.shape[-1] == 0:  # the padded input would be shorter than the kernel
+            raise ValueError(f"x: expected at least one time step, got shape {tuple(x.shape)}")
+        check_same(self.weight, "weight", x=x)
         return super().forward(F.pad(x, (self.left, 0)))
 
 
@@ -608,8 +667,11 @@ class WaveNet(nn.Module):
         check_int(levels, "levels", min=2)
         check_int(residual, "residual", min=1)
         check_int(kernel, "kernel", min=2)
-        self.levels, self.kernel, self.dilations = levels, kernel, list(dilations)
-        wavenet_receptive_field(kernel, self.dilations)  # validates the dilations
+        wavenet_receptive_field(kernel, dilations)  # validates the dilations
+        if not dilations:  # no residual block: no skip connection to sum for the head
+            raise ValueError("dilations: expected at least one dilated layer, got []")
+        # Python ints: a 0-d tensor would reach Conv1d's dilation
+        self.levels, self.kernel, self.dilations = levels, kernel, [int(d) for d in dilations]
         self.causal = CausalConv1d(levels, residual, kernel)
         self.filt = nn.ModuleList(CausalConv1d(residual, 2 * residual, kernel, d) for d in self.dilations)
         self.res = nn.ModuleList(nn.Conv1d(residual, residual, 1) for _ in self.dilations)
@@ -623,6 +685,9 @@ class WaveNet(nn.Module):
     def logits_from_onehot(self, h: torch.Tensor) -> torch.Tensor:
         """h: (B, K, T) float one-hot (or any real input) -> (B, K, T)."""
         check_tensor(h, "h", shape=(None, self.levels, None))
+        if h.shape[2] == 0:  # no step: nothing to predict, and the convolutions refuse it
+            raise ValueError(f"h: expected at least one time step, got shape {tuple(h.shape)}")
+        check_same(next(self.parameters()), "the model", h=h)
         z = self.causal(F.pad(h, (1, 0))[..., :-1])  # shift: output t sees inputs < t
         skip = 0
         for filt, res, sk in zip(self.filt, self.res, self.skip):
@@ -635,6 +700,9 @@ class WaveNet(nn.Module):
         """x: (B, T) integer levels -> logits (B, K, T). ``validate=False`` skips the range check
         (a host read), as the sampler does for the levels it drew itself."""
         check_tensor(x, "x", floating=False, ndim=2)
+        if x.shape[1] == 0:
+            raise ValueError(f"x: expected at least one time step, got shape {tuple(x.shape)}")
+        _check_device(x, "x", self)
         _check_levels(x, self.levels, validate)
         p = next(self.parameters())
         return self.logits_from_onehot(F.one_hot(x.long(), self.levels).transpose(1, 2).to(p.dtype))

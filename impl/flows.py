@@ -35,14 +35,26 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     check_tensor(z, "z")
     if z.ndim < 1:
         raise ValueError("z: expected a batch axis, got a 0-d tensor")
-    zf = z.reshape(z.shape[0], -1)
+    zf = z.reshape(z.shape[0], math.prod(z.shape[1:]))  # not -1: ambiguous for an empty batch
     return -0.5 * (zf.pow(2) + LOG_2PI).sum(dim=1)
 
 
-def _jacobian_logabsdet(fn, x: torch.Tensor) -> torch.Tensor:
+def _jacobian_logabsdet(fn, x: torch.Tensor, name: str) -> torch.Tensor:
     """log|det d fn(x_b) / d x_b| for each row of x: (B, D), with fn: (D,) -> (D,)."""
     jac = torch.func.vmap(torch.func.jacrev(fn))(x)
+    if jac.shape != (*x.shape, x.shape[1]):  # fn is not a map (D,) -> (D,): no determinant
+        raise ValueError(f"{name}: expected a map (D,) -> (D,) with D = {x.shape[1]}, got a Jacobian of shape "
+                         f"{tuple(jac.shape[1:])} per sample")
     return torch.linalg.slogdet(jac).logabsdet
+
+
+def _log_pz(log_pz, z: torch.Tensor) -> torch.Tensor:
+    """log_pz(z), checked to be one log-density per sample (B,), so that it cannot broadcast."""
+    lp = log_pz(z)
+    if not isinstance(lp, torch.Tensor) or lp.shape != (z.shape[0],):
+        got = tuple(lp.shape) if isinstance(lp, torch.Tensor) else type(lp).__name__
+        raise ValueError(f"log_pz: expected one log-density per sample, shape ({z.shape[0]},), got {got}")
+    return lp
 
 
 def log_density_inverse_form(f_inv, x: torch.Tensor, log_pz) -> torch.Tensor:
@@ -57,7 +69,7 @@ def log_density_inverse_form(f_inv, x: torch.Tensor, log_pz) -> torch.Tensor:
     if not callable(log_pz):
         raise TypeError("log_pz: expected a callable")
     z = torch.func.vmap(f_inv)(x)
-    return log_pz(z) + _jacobian_logabsdet(f_inv, x)
+    return _log_pz(log_pz, z) + _jacobian_logabsdet(f_inv, x, "f_inv")
 
 
 def log_density_forward_form(f, z: torch.Tensor, log_pz) -> torch.Tensor:
@@ -70,7 +82,7 @@ def log_density_forward_form(f, z: torch.Tensor, log_pz) -> torch.Tensor:
         raise TypeError("f: expected a callable")
     if not callable(log_pz):
         raise TypeError("log_pz: expected a callable")
-    return log_pz(z) - _jacobian_logabsdet(f, z)
+    return _log_pz(log_pz, z) - _jacobian_logabsdet(f, z, "f")
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -83,6 +95,13 @@ def _spatial(x: torch.Tensor) -> int:
 def _per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Reshape a (C,) parameter to broadcast against x: (B, C, *spatial)."""
     return v.view(1, -1, *([1] * (x.ndim - 2)))
+
+
+def _check_params(module: nn.Module, module_name: str, x: torch.Tensor, name: str) -> None:
+    """x in the dtype and on the device of ``module``'s parameters (beta may be any model, or have none)."""
+    p = next(module.parameters(), None)
+    if p is not None:
+        check_same(p, module_name, **{name: x})
 
 
 def _check_features(x, name: str, channels: int | None = None) -> torch.Tensor:
@@ -145,6 +164,11 @@ class ActNorm(nn.Module):
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
         """Set s = 1 / std, b = -mean / std per channel from the minibatch x: (B, C, *spatial)."""
+        _check_features(x, "x", self.log_scale.numel())
+        check_same(self.log_scale, "log_scale", x=x)
+        if x.shape[0] * _spatial(x) == 0:  # no sample: the mean and std are undefined (NaN parameters)
+            raise ValueError(f"x: ActNorm's data-dependent initialisation needs at least one sample, "
+                             f"got shape {tuple(x.shape)}")
         dims = [0] + list(range(2, x.ndim))
         mean = x.mean(dim=dims)
         std = x.std(dim=dims, unbiased=False)
@@ -161,6 +185,7 @@ class ActNorm(nn.Module):
     def forward(self, x: torch.Tensor):
         """x: (B, C) or (B, C, H, W) -> (y, logdet (B,))."""
         _check_features(x, "x", self.log_scale.numel())
+        check_same(self.log_scale, "log_scale", x=x)
         if not self.initialized:
             self.initialize(x)
         y = _per_channel(self.scale, x) * x + _per_channel(self.bias, x)
@@ -170,10 +195,18 @@ class ActNorm(nn.Module):
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """x = (y - b) / s. y: (B, C) or (B, C, H, W)."""
         _check_features(y, "y", self.log_scale.numel())
+        check_same(self.log_scale, "log_scale", y=y)
         return (y - _per_channel(self.bias, y)) / _per_channel(self.scale, y)
 
 
 # ---------------------------------------------------------------------- invertible 1x1 convolution
+
+def _device(device) -> torch.device:
+    try:
+        return torch.device("cpu") if device is None else torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device: not a torch device: {device!r}") from e
+
 
 def random_rotation(channels: int, *, generator: torch.Generator | None = None,
                     dtype=torch.float32, device=None) -> torch.Tensor:
@@ -181,7 +214,9 @@ def random_rotation(channels: int, *, generator: torch.Generator | None = None,
     the distribution is Haar, then the first column flipped if the determinant is -1). Drawn in
     float64 on ``device`` (a ``generator`` must live there), then cast to ``dtype``."""
     channels = check_int(channels, "channels", min=1)
-    device = torch.device("cpu") if device is None else torch.device(device)
+    device = _device(device)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:  # an integer cast would round
+        raise TypeError(f"dtype: expected a floating-point torch.dtype, got {dtype!r}")
     check_generator(generator, "generator", device)
     a = torch.randn(channels, channels, generator=generator, dtype=torch.float64, device=device)
     q, r = torch.linalg.qr(a)
@@ -204,7 +239,16 @@ def conv1x1_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The same map with PyTorch's fused conv2d (images only). x: (B, C, H, W), weight: (C, C)."""
     check_tensor(x, "x", ndim=4)
     check_tensor(weight, "weight", shape=(x.shape[1], x.shape[1]))
+    check_same(x, "x", weight=weight)
     return F.conv2d(x, weight[:, :, None, None])
+
+
+def _inverse(weight: torch.Tensor) -> torch.Tensor:
+    """W^{-1}, or a ValueError naming the layer's weight where W is singular (linalg's own error)."""
+    try:
+        return torch.linalg.inv(weight)
+    except torch.linalg.LinAlgError as e:
+        raise ValueError("weight: is singular, so the layer cannot be inverted") from e
 
 
 class Invertible1x1Conv(nn.Module):
@@ -219,13 +263,15 @@ class Invertible1x1Conv(nn.Module):
     def forward(self, x: torch.Tensor):
         """x: (B, C) or (B, C, H, W) -> (y, logdet (B,))."""
         _check_features(x, "x", self.weight.shape[0])
+        check_same(self.weight, "weight", x=x)  # named as the argument, not as conv1x1's weight
         y = conv1x1(x, self.weight)
         logdet = (_spatial(x) * torch.linalg.slogdet(self.weight).logabsdet).expand(x.shape[0])
         return y, logdet
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         _check_features(y, "y", self.weight.shape[0])
-        return conv1x1(y, torch.linalg.inv(self.weight))
+        check_same(self.weight, "weight", y=y)
+        return conv1x1(y, _inverse(self.weight))
 
 
 class Invertible1x1ConvLU(nn.Module):
@@ -264,13 +310,15 @@ class Invertible1x1ConvLU(nn.Module):
     def forward(self, x: torch.Tensor):
         """x: (B, C) or (B, C, H, W) -> (y, logdet (B,))."""
         _check_features(x, "x", self.lower.shape[0])
+        check_same(self.lower, "weight", x=x)
         y = conv1x1(x, self.weight())
         logdet = (_spatial(x) * self.log_abs_s.sum()).expand(x.shape[0])
         return y, logdet
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         _check_features(y, "y", self.lower.shape[0])
-        return conv1x1(y, torch.linalg.inv(self.weight()))
+        check_same(self.lower, "weight", y=y)
+        return conv1x1(y, _inverse(self.weight()))
 
 
 # -------------------------------------------------------------------------------------- coupling
@@ -332,10 +380,12 @@ class AffineCoupling(nn.Module):
 
     def beta_st(self, xb: torch.Tensor, cond: torch.Tensor | None = None):
         """beta(x^B[, w]) = (s, t), each (B, C_A, *spatial); s = 0 for additive coupling."""
+        _check_features(xb, "xb", self.cb)
+        self._check_net(xb, "xb")
         if self.cond_channels:
             if cond is None:
                 raise ValueError("cond: this coupling is conditional and needs cond")
-            check_tensor(cond, "cond")
+            check_tensor(cond, "cond", ndim=xb.ndim)  # before its shape is read
             check_same(xb, "x", cond=cond)
             if cond.shape[0] != xb.shape[0] or cond.shape[1] != self.cond_channels \
                     or cond.shape[2:] != xb.shape[2:]:
@@ -352,16 +402,22 @@ class AffineCoupling(nn.Module):
         s = self.max_log_scale * torch.tanh(raw_s / self.max_log_scale)
         return s, t
 
+    def _check_net(self, x: torch.Tensor, name: str) -> None:
+        """x on beta's device and in its dtype (else a RuntimeError inside a layer), named as the argument."""
+        _check_params(self.beta, "beta", x, name)
+
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
         _check_features(x, "x", self.channels)
+        self._check_net(x, "x")
         xa, xb = x[:, : self.ca], x[:, self.ca:]
         s, t = self.beta_st(xb, cond)
         ya = affine_h(xa, s, t)
-        logdet = s.reshape(x.shape[0], -1).sum(dim=1)
+        logdet = s.flatten(1).sum(dim=1)  # flatten, not reshape(B, -1): that is ambiguous for B = 0
         return torch.cat([ya, xb], dim=1), logdet
 
     def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         _check_features(y, "y", self.channels)
+        self._check_net(y, "y")
         ya, yb = y[:, : self.ca], y[:, self.ca:]
         s, t = self.beta_st(yb, cond)
         return torch.cat([affine_h_inverse(ya, s, t), yb], dim=1)
@@ -395,12 +451,13 @@ class AffineInjector(nn.Module):
         self.channels, self.cond_channels = channels, cond_channels
         self.beta = _beta_net(cond_channels, 2 * channels, hidden, image=True)
 
-    def _sb(self, h: torch.Tensor, u: torch.Tensor):
-        check_tensor(h, "h", ndim=4)
+    def _sb(self, h: torch.Tensor, u: torch.Tensor, name: str):
+        check_tensor(h, name, ndim=4)
         check_tensor(u, "u", ndim=4)
-        check_same(h, "h", u=u)
+        check_same(h, name, u=u)
+        _check_params(self.beta, "beta", h, name)  # else a RuntimeError inside the conv
         if h.shape[1] != self.channels:
-            raise ValueError(f"h: expected {self.channels} channels, got shape {tuple(h.shape)}")
+            raise ValueError(f"{name}: expected {self.channels} channels, got shape {tuple(h.shape)}")
         if u.shape[1] != self.cond_channels or u.shape[0] != h.shape[0] or u.shape[2:] != h.shape[2:]:
             raise ValueError(f"u: expected shape ({h.shape[0]}, {self.cond_channels}, {h.shape[2]}, "
                              f"{h.shape[3]}), got {tuple(u.shape)}")
@@ -409,15 +466,26 @@ class AffineInjector(nn.Module):
 
     def forward(self, h: torch.Tensor, u: torch.Tensor):
         """h^n: (B, C, H, W), u: (B, Cu, H, W) -> (h^{n+1}, logdet (B,))."""
-        s, b = self._sb(h, u)
-        return s.exp() * h + b, s.reshape(h.shape[0], -1).sum(dim=1)
+        s, b = self._sb(h, u, "h")
+        return s.exp() * h + b, s.flatten(1).sum(dim=1)
 
     def inverse(self, h_next: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        s, b = self._sb(h_next, u)
+        s, b = self._sb(h_next, u, "h_next")
         return (-s).exp() * (h_next - b)
 
 
 # ------------------------------------------------------------------------------------- stacking
+
+def _layers(layers) -> list:
+    """The layers as a list, each a callable with an ``inverse`` method."""
+    try:
+        layers = list(layers)
+    except TypeError:
+        raise TypeError(f"layers: expected a sequence of layers, got {type(layers).__name__}") from None
+    if not all(callable(layer) and hasattr(layer, "inverse") for layer in layers):
+        raise TypeError("layers: expected invertible layers (callables with an inverse method)")
+    return layers
+
 
 def flow_forward(layers, x: torch.Tensor, cond: torch.Tensor | None = None):
     """f^{-1} = f_K^{-1} o ... (layers applied in order): returns (z, logdet (B,)), where each
@@ -426,11 +494,13 @@ def flow_forward(layers, x: torch.Tensor, cond: torch.Tensor | None = None):
     layers: sequence of modules with forward(x[, cond]) -> (y, logdet); x: (B, C[, H, W]).
     """
     _check_features(x, "x")
-    if not all(callable(layer) and hasattr(layer, "inverse") for layer in layers):
-        raise TypeError("layers: expected invertible layers (callables with an inverse method)")
+    layers = _layers(layers)
     total = x.new_zeros(x.shape[0])
-    for layer in layers:
-        x, ld = layer(x, cond) if cond is not None else layer(x)
+    for k, layer in enumerate(layers):
+        out = layer(x, cond) if cond is not None else layer(x)
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError(f"layers: layer {k} returned {type(out).__name__}, expected (y, logdet)")
+        x, ld = out
         total = total + ld
     return x, total
 
@@ -438,7 +508,7 @@ def flow_forward(layers, x: torch.Tensor, cond: torch.Tensor | None = None):
 def flow_inverse(layers, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
     """f = the layers' inverses in reverse order. z: (B, C[, H, W])."""
     _check_features(z, "z")
-    for layer in reversed(list(layers)):
+    for layer in reversed(_layers(layers)):
         z = layer.inverse(z, cond) if cond is not None else layer.inverse(z)
     return z
 
@@ -449,7 +519,7 @@ def flow_log_prob(layers, x: torch.Tensor, log_pz=standard_normal_log_prob,
     if not callable(log_pz):
         raise TypeError("log_pz: expected a callable")
     z, logdet = flow_forward(layers, x, cond)
-    return log_pz(z) + logdet
+    return _log_pz(log_pz, z) + logdet
 
 
 class FlowStep(nn.Module):
@@ -560,6 +630,8 @@ class Glow(nn.Module):
         if x.shape[1] != self.channels or x.shape[2] % 2 ** self.levels or x.shape[3] % 2 ** self.levels:
             raise ValueError(f"x: expected ({self.channels} channels, H and W divisible by "
                              f"{2 ** self.levels}), got shape {tuple(x.shape)}")
+        if min(x.shape[2:]) == 0:  # divisible, but no pixel for the couplings' 3x3 convolutions
+            raise ValueError(f"x: expected a positive height and width, got shape {tuple(x.shape)}")
         zs, total = [], x.new_zeros(x.shape[0])
         h = x
         for level, block in enumerate(self.blocks):
@@ -576,6 +648,18 @@ class Glow(nn.Module):
     def inverse(self, zs: list[torch.Tensor]) -> torch.Tensor:
         if not isinstance(zs, (list, tuple)) or len(zs) != self.levels:
             raise ValueError(f"zs: expected a list of {self.levels} latents")
+        # the shapes ``forward`` produces, from the last (coarsest) latent: one batch, one dtype and device
+        p = next(self.parameters())
+        for k, z in enumerate(zs):
+            check_tensor(z, f"zs[{k}]", ndim=4)
+            check_same(p, "the model", **{f"zs[{k}]": z})
+        if min(zs[-1].shape[2:]) == 0:
+            raise ValueError(f"zs[{self.levels - 1}]: expected a positive height and width, got {tuple(zs[-1].shape)}")
+        scale = 2 ** self.levels
+        shapes = self.latent_shapes(zs[-1].shape[2] * scale, zs[-1].shape[3] * scale)
+        for k, (z, shape) in enumerate(zip(zs, shapes)):
+            if tuple(z.shape) != (zs[0].shape[0], *shape):
+                raise ValueError(f"zs[{k}]: expected shape {(zs[0].shape[0], *shape)}, got {tuple(z.shape)}")
         h = zs[-1]
         for level in reversed(range(self.levels)):
             if level < self.levels - 1:
@@ -588,6 +672,8 @@ class Glow(nn.Module):
         return sum(standard_normal_log_prob(z) for z in zs) + logdet
 
     def latent_shapes(self, height: int, width: int) -> list[tuple[int, int, int]]:
+        """(C, H, W) of each level's latent for images of ``height`` x ``width``."""
+        height, width = self._image_size(height, width)
         c, h, w, shapes = self.channels, height, width, []
         for level in range(self.levels):
             c, h, w = c * 4, h // 2, w // 2
@@ -602,15 +688,21 @@ class Glow(nn.Module):
         """Sample latents for every level from N(0, I) on the model's device (``generator`` must
         live there) and return x = f(z), (n, C, height, width)."""
         n = check_int(n, "n", min=1)
+        height, width = self._image_size(height, width)
+        p = next(self.parameters())
+        check_generator(generator, "generator", p.device)
+        zs = [torch.randn(n, *s, generator=generator, dtype=p.dtype, device=p.device)
+              for s in self.latent_shapes(height, width)]
+        return self.inverse(zs)
+
+    def _image_size(self, height, width) -> tuple[int, int]:
+        out = []
         for name, v in (("height", height), ("width", width)):
             v = check_int(v, name, min=1)
             if v % 2 ** self.levels:
                 raise ValueError(f"{name}: must be divisible by {2 ** self.levels}, got {v}")
-        p = next(self.parameters())
-        check_generator(generator, "generator", p.device)
-        zs = [torch.randn(n, *s, generator=generator, dtype=p.dtype, device=p.device)
-              for s in self.latent_shapes(int(height), int(width))]
-        return self.inverse(zs)
+            out.append(v)
+        return out[0], out[1]
 
 
 # ------------------------------------------------------------------------------------------ C-Flow
@@ -626,22 +718,35 @@ class CFlow(nn.Module):
         self.g = Flow(channels_a, steps, hidden, generator=generator)
         self.f = Flow(channels_b, steps, hidden, cond_channels=channels_a, generator=generator)
 
+    def _check(self, a: torch.Tensor, a_name: str, b: torch.Tensor | None = None, b_name: str = "") -> None:
+        """Vectors of domain A (and B) with one batch, named as the arguments (not the inner flows' x, y, cond)."""
+        check_tensor(a, a_name, ndim=2)
+        _check_features(a, a_name, self.g.channels)
+        if b is not None:
+            check_tensor(b, b_name, ndim=2)
+            _check_features(b, b_name, self.f.channels)
+            check_same(a, a_name, **{b_name: b})
+            if b.shape[0] != a.shape[0]:
+                raise ValueError(f"{b_name}: batch of {b.shape[0]} differs from {a_name}'s {a.shape[0]}")
+
     def encode_a(self, x_a: torch.Tensor) -> torch.Tensor:
         """z_A = g^{-1}(x_A)."""
+        self._check(x_a, "x_a")
         return self.g(x_a)[0]
 
     def encode_b(self, x_b: torch.Tensor, x_a: torch.Tensor) -> torch.Tensor:
         """z_B = f^{-1}(x_B | x_A) (conditioned through z_A = g^{-1}(x_A))."""
-        check_tensor(x_b, "x_b", ndim=2)
+        self._check(x_a, "x_a", x_b, "x_b")
         return self.f(x_b, self.encode_a(x_a))[0]
 
     def decode_b(self, z_b: torch.Tensor, z_a: torch.Tensor) -> torch.Tensor:
         """x_B = f(z_B | z_A)."""
-        check_tensor(z_b, "z_b", ndim=2)
+        self._check(z_a, "z_a", z_b, "z_b")
         return self.f.inverse(z_b, z_a)
 
     def log_prob(self, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
         """Joint exact log p(x_A, x_B) = log p(x_A) + log p(x_B | x_A). (B,)."""
+        self._check(x_a, "x_a", x_b, "x_b")
         z_a, ld_a = self.g(x_a)
         z_b, ld_b = self.f(x_b, z_a)
         return standard_normal_log_prob(z_a) + ld_a + standard_normal_log_prob(z_b) + ld_b
@@ -649,6 +754,11 @@ class CFlow(nn.Module):
     def transfer(self, x_b1: torch.Tensor, x_a1: torch.Tensor, x_a2: torch.Tensor) -> torch.Tensor:
         """The notes' three steps: z_B^1 = f^{-1}(x_B^1 | x_A^1), z_A^2 = g^{-1}(x_A^2),
         x_B^2 = f(z_B^1 | z_A^2)."""
+        self._check(x_a1, "x_a1", x_b1, "x_b1")
+        self._check(x_a2, "x_a2")
+        check_same(x_a1, "x_a1", x_a2=x_a2)
+        if x_a2.shape[0] != x_a1.shape[0]:  # z_B^1 is decoded under z_A^2: one pair per sample
+            raise ValueError(f"x_a2: batch of {x_a2.shape[0]} differs from x_a1's {x_a1.shape[0]}")
         z_b1 = self.encode_b(x_b1, x_a1)
         z_a2 = self.encode_a(x_a2)
         return self.decode_b(z_b1, z_a2)
@@ -667,14 +777,20 @@ def train_flow(model: nn.Module, data: torch.Tensor, *, steps: int = 500, batch:
     Minibatch indices are drawn on data's device (``generator`` must live there). The losses stay
     on the device as detached tensors, stacked once at the end: no host synchronisation per step.
     Returns TrainResult(model, losses (steps,))."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module with a log_prob method, got {type(model).__name__}")
+    params = list(model.parameters())
+    if not params:
+        raise ValueError("model: has no parameters to train")
     check_tensor(data, "data")
     if data.ndim < 1 or data.shape[0] < 1:
         raise ValueError(f"data: expected a batch of at least one sample, got shape {tuple(data.shape)}")
+    check_same(params[0], "the model", data=data)  # else named as an inner layer's x
     steps = check_int(steps, "steps", min=1)
     batch = check_int(batch, "batch", min=1)
     check_float(lr, "lr", min=0.0, min_open=True)
     check_generator(generator, "generator", data.device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(params, lr=lr)
     losses = []
     for _ in range(steps):
         idx = torch.randint(0, data.shape[0], (min(batch, data.shape[0]),), generator=generator, device=data.device)

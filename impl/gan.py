@@ -22,6 +22,36 @@ from impl._checks import (check_choice, check_float, check_int, check_probabilit
 
 # ---------------------------------------------------------------------------------- value function
 
+def _recording() -> bool:
+    """Autograd records here: a result without a graph then means it does not depend on the input."""
+    return torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+def _nonempty(t: torch.Tensor, name: str) -> torch.Tensor:
+    """A sample mean needs a sample: the mean of nothing is NaN."""
+    if t.shape[0] == 0:
+        raise ValueError(f"{name}: the expectation needs at least one sample, got shape {tuple(t.shape)}")
+    return t
+
+
+def _nonnegative(p: torch.Tensor, name: str) -> None:
+    # "not >= 0" rather than "< 0", so that NaN fails too; an infinite mass is no density either
+    if not bool(((p >= 0) & (p < math.inf)).all()):
+        if bool((p < 0).any()):
+            raise ValueError(f"{name}: densities must be non-negative")
+        raise ValueError(f"{name}: densities must be finite (no NaN or inf)")
+
+
+def _logits(fn, x: torch.Tensor, name: str) -> torch.Tensor:
+    """fn(x) as one logit per sample of x, (B,): (B,) and (B, 1) outputs are accepted."""
+    out = fn(x)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{name}: expected to return a tensor of logits, got {type(out).__name__}")
+    if out.ndim < 1 or out.shape[0] != x.shape[0] or out.numel() != x.shape[0]:
+        raise ValueError(f"{name}: expected one logit per sample, ({x.shape[0]},), got shape {tuple(out.shape)}")
+    return out.reshape(-1)
+
+
 def value_function(d_real_logits: torch.Tensor, d_fake_logits: torch.Tensor) -> torch.Tensor:
     """V(G, D) = E_{x~p_d} log D(x) + E_{x^~p_m} log(1 - D(x^)), estimated by sample means.
 
@@ -30,6 +60,8 @@ def value_function(d_real_logits: torch.Tensor, d_fake_logits: torch.Tensor) -> 
     check_tensor(d_real_logits, "d_real_logits", ndim=1)
     check_tensor(d_fake_logits, "d_fake_logits", ndim=1)
     check_same(d_real_logits, "d_real_logits", d_fake_logits=d_fake_logits)
+    _nonempty(d_real_logits, "d_real_logits")
+    _nonempty(d_fake_logits, "d_fake_logits")
     return F.logsigmoid(d_real_logits).mean() + F.logsigmoid(-d_fake_logits).mean()
 
 
@@ -37,8 +69,10 @@ def value_function_probs(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Te
     """Reference form of ``value_function`` on probabilities D(x) in [0, 1]. (N,), (M,) -> ()."""
     check_tensor(d_real, "d_real", ndim=1)
     check_tensor(d_fake, "d_fake", ndim=1)
+    check_same(d_real, "d_real", d_fake=d_fake)
     for name, t in (("d_real", d_real), ("d_fake", d_fake)):
-        if ((t < 0) | (t > 1)).any():
+        _nonempty(t, name)
+        if not bool(((t >= 0) & (t <= 1)).all()):  # NaN fails too
             raise ValueError(f"{name}: probabilities must lie in [0, 1]")
     return torch.log(d_real).mean() + torch.log1p(-d_fake).mean()
 
@@ -53,10 +87,9 @@ def value_function_densities(p_d: torch.Tensor, p_m: torch.Tensor, d: torch.Tens
     check_tensor(p_m, "p_m")
     check_tensor(d, "d")
     check_same(p_d, "p_d", p_m=p_m, d=d)
-    if (p_d < 0).any():
-        raise ValueError("p_d: densities must be non-negative")
-    if (p_m < 0).any():
-        raise ValueError("p_m: densities must be non-negative")
+    check_same_shape(p_d, "p_d", p_m=p_m, d=d)  # a sum over x: no broadcasting
+    _nonnegative(p_d, "p_d")
+    _nonnegative(p_m, "p_m")
     check_range(d, "d", min=0.0, max=1.0)
     # 0 * log 0 = 0: where a distribution has no mass its term does not count. The logs are taken
     # only where that mass is positive (D* is 0 where p_d = 0 and 1 where p_m = 0): a log(0) in the
@@ -73,12 +106,16 @@ def optimal_discriminator(p_d: torch.Tensor, p_m: torch.Tensor) -> torch.Tensor:
     check_tensor(p_d, "p_d")
     check_tensor(p_m, "p_m")
     check_same(p_d, "p_d", p_m=p_m)
-    if (p_d < 0).any():
-        raise ValueError("p_d: densities must be non-negative")
-    if (p_m < 0).any():
-        raise ValueError("p_m: densities must be non-negative")
-    s = p_d + p_m
-    return torch.where(s > 0, p_d / torch.where(s > 0, s, torch.ones_like(s)), torch.full_like(s, 0.5))
+    check_same_shape(p_d, "p_d", p_m=p_m)
+    _nonnegative(p_d, "p_d")
+    _nonnegative(p_m, "p_m")
+    # Both divided by the larger first: p_d + p_m itself overflows for densities near the maximum
+    # (D* = 0 then, instead of 1/2). The division happens only where that maximum is positive.
+    m = torch.maximum(p_d, p_m)
+    pos = m > 0
+    safe = torch.where(pos, m, torch.ones_like(m))
+    a, b = p_d / safe, p_m / safe
+    return torch.where(pos, a / torch.where(pos, a + b, torch.ones_like(m)), torch.full_like(m, 0.5))
 
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -120,9 +157,35 @@ def generator_loss(d_fake_logits: torch.Tensor, kind: str = "non-saturating") ->
     (gradient ascent on log D(G(z)); gradient w.r.t. the logit is -(1 - D(G(z))))."""
     check_tensor(d_fake_logits, "d_fake_logits", ndim=1)
     check_choice(kind, "kind", ["saturating", "non-saturating"])
+    _nonempty(d_fake_logits, "d_fake_logits")
     if kind == "saturating":
         return F.logsigmoid(-d_fake_logits).mean()
     return -F.logsigmoid(d_fake_logits).mean()
+
+
+def _trainable(module, name: str) -> torch.Tensor:
+    """A module with parameters for Adam; returns its first, whose dtype and device batches must share."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{name}: expected an nn.Module, got {type(module).__name__}")
+    p = next(module.parameters(), None)
+    if p is None:
+        raise ValueError(f"{name}: has no parameters to train")
+    return p
+
+
+def _draw(sample, name: str, like: torch.Tensor) -> torch.Tensor:
+    """sample(): a non-empty batch in the dtype and on the device of the network that reads it (shape and
+    device checks only: no host synchronisation per step)."""
+    x = sample()
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected to return a tensor, got {type(x).__name__}")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"{name}: returned an empty batch, shape {tuple(x.shape)}")
+    if x.device != like.device:
+        raise ValueError(f"{name}: returned a batch on {x.device}, but the network is on {like.device}")
+    if x.dtype != like.dtype:
+        raise TypeError(f"{name}: returned {x.dtype}, but the network is {like.dtype}")
+    return x
 
 
 class GANTrainResult(NamedTuple):
@@ -153,18 +216,25 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, sample_data, sampl
         raise TypeError("sample_data: expected a callable")
     if not callable(sample_noise):
         raise TypeError("sample_noise: expected a callable")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas: expected two numbers (beta1, beta2), got {betas!r}")
+    betas = tuple(check_float(b, "betas", min=0.0, max=1.0, max_open=True) for b in betas)
+    p_g, p_d = _trainable(generator, "generator"), _trainable(discriminator, "discriminator")
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
     d_hist, g_hist = [], []
     for _ in range(steps):
         for _ in range(k):
-            real, fake = sample_data(), generator(sample_noise()).detach()
-            d_loss = discriminator_loss(discriminator(real).reshape(-1), discriminator(fake).reshape(-1))
+            real = _draw(sample_data, "sample_data", p_d)
+            fake = generator(_draw(sample_noise, "sample_noise", p_g)).detach()
+            d_loss = discriminator_loss(_logits(discriminator, real, "discriminator"),
+                                        _logits(discriminator, fake, "discriminator"))
             opt_d.zero_grad()
             d_loss.backward()
             opt_d.step()
             d_hist.append(d_loss.detach())
-        g_loss = generator_loss(discriminator(generator(sample_noise())).reshape(-1), loss)
+        fake = generator(_draw(sample_noise, "sample_noise", p_g))
+        g_loss = generator_loss(_logits(discriminator, fake, "discriminator"), loss)
         opt_g.zero_grad()
         g_loss.backward()
         opt_g.step()
@@ -201,6 +271,7 @@ class DCGANGenerator(nn.Module):
             raise ValueError(f"z: expected {self.nz} channels, got shape {tuple(z.shape)}")
         if z.ndim == 4 and tuple(z.shape[2:]) != (1, 1):
             raise ValueError(f"z: expected shape (B, {self.nz}) or (B, {self.nz}, 1, 1), got {tuple(z.shape)}")
+        check_same(self.net[0].weight, "the generator", z=z)  # else a RuntimeError inside the first layer
         if z.ndim == 2:
             z = z[:, :, None, None]
         return self.net(z)
@@ -215,7 +286,7 @@ class DCGANDiscriminator(nn.Module):
         check_int(features, "features", min=1)
         check_int(channels, "channels", min=1)
         check_int(downs, "downs", min=1)
-        self.channels = channels
+        self.channels, self.downs = channels, downs
         layers = [nn.Conv2d(channels, features, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
         f = features
         for _ in range(downs - 1):
@@ -228,6 +299,12 @@ class DCGANDiscriminator(nn.Module):
         check_tensor(x, "x", ndim=4)
         if x.shape[1] != self.channels:
             raise ValueError(f"x: expected {self.channels} channels, got shape {tuple(x.shape)}")
+        # each strided convolution maps a size n to n // 2; the last one needs exactly 4 x 4 for one
+        # logit per image (a smaller map is a RuntimeError inside it, a larger one gives several)
+        f = 2 ** self.downs
+        if x.shape[2] // f != 4 or x.shape[3] // f != 4:
+            raise ValueError(f"x: expected {4 * f} x {4 * f} images (4 * 2^downs), got shape {tuple(x.shape)}")
+        check_same(self.net[0].weight, "the discriminator", x=x)
         return self.net(x).reshape(x.shape[0])
 
 
@@ -239,6 +316,8 @@ def wgan_critic_loss(critic_real: torch.Tensor, critic_fake: torch.Tensor) -> to
     check_tensor(critic_real, "critic_real", ndim=1)
     check_tensor(critic_fake, "critic_fake", ndim=1)
     check_same(critic_real, "critic_real", critic_fake=critic_fake)
+    _nonempty(critic_real, "critic_real")
+    _nonempty(critic_fake, "critic_fake")
     return critic_fake.mean() - critic_real.mean()
 
 
@@ -251,16 +330,30 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, *, weight: 
     if not callable(critic):
         raise TypeError("critic: expected a callable")
     check_tensor(real, "real")
+    if real.ndim < 1:
+        raise ValueError("real: expected a batch (B, ...), got a scalar")
+    _nonempty(real, "real")
     check_tensor(fake, "fake", shape=tuple(real.shape))
     check_same(real, "real", fake=fake)
     check_float(weight, "weight", min=0.0)
     if eps is None:
         eps = torch.rand(real.shape[0], dtype=real.dtype, device=real.device)
-    check_tensor(eps, "eps", shape=(real.shape[0],))
+    else:  # the caller's: an interpolation weight in [0, 1] on real's device
+        check_tensor(eps, "eps", shape=(real.shape[0],))
+        check_same(real, "real", eps=eps)
+        check_range(eps, "eps", min=0.0, max=1.0)
     eps = eps.view(-1, *([1] * (real.ndim - 1)))
     x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
     out = critic(x_hat)
-    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != real.shape[0] \
+            or out.numel() != real.shape[0]:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"critic: expected one value per sample, ({real.shape[0]},), got {got}")
+    # a critic that does not depend on its input has gradient zero (autograd.grad would refuse it);
+    # without autograd at all (no_grad, inference mode) autograd.grad still raises, as it should
+    grad = torch.autograd.grad(out.sum(), x_hat, create_graph=True, allow_unused=True)[0] \
+        if out.requires_grad or not _recording() else None
+    grad = torch.zeros_like(x_hat) if grad is None else grad
     norm = grad.reshape(grad.shape[0], -1).norm(dim=1)
     return weight * (norm - 1).pow(2).mean()
 
@@ -274,7 +367,11 @@ def pix2pix_generator_loss(d_fake_logits: torch.Tensor, fake: torch.Tensor, targ
     check_tensor(fake, "fake")
     check_tensor(target, "target", shape=tuple(fake.shape))
     check_same(fake, "fake", target=target)
+    check_tensor(d_fake_logits, "d_fake_logits")
+    check_same(fake, "fake", d_fake_logits=d_fake_logits)
     check_float(l1_weight, "l1_weight", min=0.0)
+    if fake.numel() == 0:  # the mean absolute error of no pixel
+        raise ValueError(f"fake: the L1 term needs at least one pixel, got shape {tuple(fake.shape)}")
     return generator_loss(d_fake_logits, "non-saturating") + l1_weight * (target - fake).abs().mean()
 
 
@@ -294,22 +391,39 @@ def cycle_consistency_loss(x: torch.Tensor, y: torch.Tensor, F_xy, G_yx) -> torc
     x: (B, ...) from X, y: (B', ...) from Y (unpaired)."""
     check_tensor(x, "x")
     check_tensor(y, "y")
+    check_same(x, "x", y=y)
+    for name, v in (("x", x), ("y", y)):
+        if v.numel() == 0:  # the mean of no pixel
+            raise ValueError(f"{name}: the cycle loss needs at least one sample, got shape {tuple(v.shape)}")
     if not callable(F_xy):
         raise TypeError("F_xy: expected a callable")
     if not callable(G_yx):
         raise TypeError("G_yx: expected a callable")
-    return (G_yx(F_xy(x)) - x).abs().mean() + (F_xy(G_yx(y)) - y).abs().mean()
+    return (_cycle(x, F_xy, "F_xy", G_yx, "G_yx") - x).abs().mean() + (_cycle(y, G_yx, "G_yx", F_xy, "F_xy") - y).abs().mean()
+
+
+def _cycle(v: torch.Tensor, there, there_name: str, back, back_name: str) -> torch.Tensor:
+    """back(there(v)), checked to be a tensor of v's shape: it is compared with v entry by entry (no broadcasting)."""
+    mid = there(v)
+    if not isinstance(mid, torch.Tensor):
+        raise TypeError(f"{there_name}: expected to return a tensor, got {type(mid).__name__}")
+    out = back(mid)
+    if not isinstance(out, torch.Tensor) or out.shape != v.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{back_name}: {back_name}({there_name}(.)) must have its input's shape {tuple(v.shape)}, got {got}")
+    return out
 
 
 def cyclegan_generator_loss(x, y, F_xy, G_yx, D_y, D_x, *, cycle_weight: float = 10.0) -> torch.Tensor:
     """Full CycleGAN generator objective: non-saturating GAN losses for F (judged by D_Y) and for
     G (judged by D_X) plus cycle_weight times the cycle-consistency loss."""
     check_float(cycle_weight, "cycle_weight", min=0.0)
-    for name, fn in (("D_y", D_y), ("D_x", D_x)):
+    for name, fn in (("F_xy", F_xy), ("G_yx", G_yx), ("D_y", D_y), ("D_x", D_x)):
         if not callable(fn):
             raise TypeError(f"{name}: expected a callable")
-    gan = generator_loss(D_y(F_xy(x)).reshape(-1)) + generator_loss(D_x(G_yx(y)).reshape(-1))
-    return gan + cycle_weight * cycle_consistency_loss(x, y, F_xy, G_yx)
+    cycle = cycle_consistency_loss(x, y, F_xy, G_yx)  # checks x, y and the two translators first
+    gan = generator_loss(_logits(D_y, F_xy(x), "D_y")) + generator_loss(_logits(D_x, G_yx(y), "D_x"))
+    return gan + cycle_weight * cycle
 
 
 # --------------------------------------------------------------------------------------------- FID
@@ -352,10 +466,16 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     statistics), so it is clamped at 0."""
     check_tensor(mu1, "mu1", ndim=1)
     d = mu1.shape[0]
+    if d == 0:
+        raise ValueError("mu1: expected at least one feature dimension, got shape (0,)")
     check_tensor(mu2, "mu2", shape=(d,))
     check_tensor(sigma1, "sigma1", shape=(d, d))
     check_tensor(sigma2, "sigma2", shape=(d, d))
     check_same(mu1, "mu1", mu2=mu2, sigma1=sigma1, sigma2=sigma2)
+    # one host read for all four; NaN would reach eigh, whose failure to converge is a LinAlgError
+    if not bool(torch.isfinite(mu1).all() & torch.isfinite(mu2).all() & torch.isfinite(sigma1).all()):
+        for name, v in (("mu1", mu1), ("mu2", mu2), ("sigma1", sigma1)):
+            check_tensor(v, name, finite=True)
     s1 = 0.5 * (sigma1 + sigma1.T)
     w, v = torch.linalg.eigh(s1)
     check_symmetric_psd(sigma1, "sigma1", eigenvalues=w)
@@ -371,8 +491,12 @@ def fid(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tenso
     """FID: Frechet distance between Gaussians fitted to real and generated features (N, D), (M, D)."""
     check_tensor(features_real, "features_real", ndim=2)
     check_tensor(features_fake, "features_fake", ndim=2)
+    check_same(features_real, "features_real", features_fake=features_fake)  # else named as mu2
     if features_fake.shape[1] != features_real.shape[1]:
         raise ValueError("features_fake: feature dimension differs from features_real's")
+    if features_real.shape[1] == 0:
+        raise ValueError("features_real: expected at least one feature column, got shape "
+                         f"{tuple(features_real.shape)}")
     return frechet_distance(*feature_statistics(features_real), *feature_statistics(features_fake))
 
 
@@ -387,19 +511,36 @@ def invert_generator(generator, x: torch.Tensor, z0: torch.Tensor, *, steps: int
     if not callable(generator):
         raise TypeError("generator: expected a callable")
     check_tensor(x, "x")
+    if x.ndim < 1:
+        raise ValueError("x: expected a batch (B, ...), got a scalar")
     check_tensor(z0, "z0", ndim=2)
+    check_same(x, "x", z0=z0)
+    if z0.shape[0] != x.shape[0]:  # one code per image
+        raise ValueError(f"z0: batch of {z0.shape[0]} differs from x's {x.shape[0]}")
     check_int(steps, "steps", min=1)
     check_float(lr, "lr", min=0.0, min_open=True)
     if mask is None:
         mask = torch.ones((), dtype=x.dtype, device=x.device)
     check_tensor(mask, "mask")
     check_same(x, "x", mask=mask)
+    try:
+        if torch.broadcast_shapes(mask.shape, x.shape) != x.shape:
+            raise RuntimeError
+    except RuntimeError:
+        raise ValueError(f"mask: shape {tuple(mask.shape)} does not broadcast to x's {tuple(x.shape)}") from None
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
+    per_image = math.prod(x.shape[1:])  # not -1: ambiguous for an empty batch
     for _ in range(steps):
-        loss = (mask * (generator(z) - x)).pow(2).reshape(x.shape[0], -1).sum(1).sum()
-        # Gradient w.r.t. z only: the generator's parameters get no .grad.
-        (z.grad,) = torch.autograd.grad(loss, z)
+        out = generator(z)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:  # else broadcast against x
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"generator: expected images of x's shape {tuple(x.shape)}, got {got}")
+        loss = (mask * (out - x)).pow(2).reshape(x.shape[0], per_image).sum(1).sum()
+        # Gradient w.r.t. z only: the generator's parameters get no .grad. A generator that ignores z
+        # (or an empty batch) gives gradient zero, which autograd.grad would refuse.
+        g = torch.autograd.grad(loss, z, allow_unused=True)[0] if loss.requires_grad or not _recording() else None
+        z.grad = torch.zeros_like(z) if g is None else g
         opt.step()
     return z.detach()
 
@@ -415,18 +556,30 @@ def unrolled_generator_loss(generator: nn.Module, discriminator: nn.Module, z: t
     z: (M, Q) noise, real: (N, D) data. Returns a scalar with gradients w.r.t. G's parameters."""
     check_int(k, "k", min=0)
     check_float(lr, "lr", min=0.0)
+    if not callable(generator):
+        raise TypeError("generator: expected a callable")
+    p_d = _trainable(discriminator, "discriminator")
     check_tensor(z, "z")
+    if z.ndim < 1 or z.shape[0] == 0:
+        raise ValueError(f"z: the generator loss needs at least one noise sample, got shape {tuple(z.shape)}")
     check_tensor(real, "real")
+    if k and (real.ndim < 1 or real.shape[0] == 0):
+        raise ValueError(f"real: the unrolled discriminator steps need at least one sample, got shape {tuple(real.shape)}")
+    check_same(p_d, "the discriminator", real=real)  # else a RuntimeError inside its first layer
     check_choice(kind, "kind", ["saturating", "non-saturating"])
     params = dict(discriminator.named_parameters())
+    # only parameters with a gradient take the ascent steps (a frozen one stays; autograd.grad refuses it)
+    moving = [n for n, p in params.items() if p.requires_grad]
+    if isinstance(generator, nn.Module) and next(generator.parameters(), None) is not None:
+        check_same(next(generator.parameters()), "the generator", z=z)
     fake = generator(z)
     call = torch.func.functional_call
-    for _ in range(k):
-        d_loss = discriminator_loss(call(discriminator, params, (real,)).reshape(-1),
-                                    call(discriminator, params, (fake,)).reshape(-1))
-        grads = torch.autograd.grad(d_loss, list(params.values()), create_graph=True)
-        params = {n: p - lr * g for (n, p), g in zip(params.items(), grads)}
-    return generator_loss(call(discriminator, params, (fake,)).reshape(-1), kind)
+    d = lambda v: _logits(lambda u: call(discriminator, params, (u,)), v, "discriminator")  # noqa: E731
+    for _ in range(k if moving else 0):
+        d_loss = discriminator_loss(d(real), d(fake))
+        grads = torch.autograd.grad(d_loss, [params[n] for n in moving], create_graph=True, allow_unused=True)
+        params = {**params, **{n: params[n] if g is None else params[n] - lr * g for n, g in zip(moving, grads)}}
+    return generator_loss(d(fake), kind)
 
 
 # ------------------------------------------------------------------------------------------ StyleGAN
@@ -439,7 +592,10 @@ def adain(x: torch.Tensor, style_scale: torch.Tensor, style_bias: torch.Tensor, 
     check_tensor(style_scale, "style_scale", shape=(x.shape[0], x.shape[1]))
     check_tensor(style_bias, "style_bias", shape=(x.shape[0], x.shape[1]))
     check_same(x, "x", style_scale=style_scale, style_bias=style_bias)
-    check_float(eps, "eps", min=0.0)
+    eps = check_float(eps, "eps", min=0.0)
     mu = x.mean(dim=(2, 3), keepdim=True)
     var = x.var(dim=(2, 3), unbiased=False, keepdim=True)
+    # with eps = 0 a constant feature map (every 1 x 1 map) would be 0 / 0; the read happens only then
+    if eps == 0 and x.numel() and not bool((var > 0).all()):
+        raise ValueError("x: a feature map is constant (zero variance), so eps = 0 leaves it 0 / 0; use eps > 0")
     return style_scale[:, :, None, None] * (x - mu) / torch.sqrt(var + eps) + style_bias[:, :, None, None]

@@ -62,11 +62,14 @@ def sdf_plane(x: torch.Tensor, normal: torch.Tensor, offset: float = 0.0) -> tor
     _points(x)
     check_tensor(normal, "normal", shape=(3,))
     check_same(x, "x", normal=normal)
-    check_float(offset, "offset")
-    norm = torch.linalg.vector_norm(normal)
-    if not norm > 0:
-        raise ValueError("normal: must be non-zero")
-    return (x @ normal + offset) / norm
+    offset = check_float(offset, "offset")
+    # scaled by its largest entry first, so that a tiny or huge (but finite) normal's squared norm
+    # neither underflows to 0 nor overflows to inf; NaN or inf entries have no direction
+    scale = normal.abs().amax()
+    if not bool((scale > 0) & torch.isfinite(scale)):
+        raise ValueError("normal: must be non-zero and finite")
+    n = normal / scale
+    return (x @ n + offset / scale) / torch.linalg.vector_norm(n)
 
 
 def occupancy_from_sdf(sdf: torch.Tensor) -> torch.Tensor:
@@ -93,8 +96,15 @@ def rigid_transform_points(x: torch.Tensor, rotation: torch.Tensor, translation:
 def grid_points(n: int, bound: float, *, dtype=torch.float64, device="cpu") -> torch.Tensor:
     """The n^3 grid over [-bound, bound]^3, indexed (i, j, k) -> (x, y, z). Returns (n, n, n, 3)."""
     check_int(n, "n", min=2)
-    check_float(bound, "bound", min=0.0, min_open=True)
-    axis = torch.linspace(-bound, bound, n, dtype=dtype, device=device)
+    bound = check_float(bound, "bound", min=0.0, min_open=True)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype: expected a floating-point torch.dtype, got {dtype!r}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device: not a torch device: {device!r}") from e
+    # bound times [-1, 1]: linspace(-bound, bound) would overflow its step 2 bound for bound > max / 2
+    axis = bound * torch.linspace(-1.0, 1.0, n, dtype=dtype, device=device)
     return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
 
 
@@ -120,6 +130,8 @@ class _ConditionedMLP(nn.Module):
         if x.shape[-1] != 3:
             raise ValueError(f"x: expected shape (B, N, 3), got {tuple(x.shape)}")
         check_tensor(z, "z", shape=(x.shape[0], self.latent_dim))
+        check_same(x, "x", z=z)
+        check_same(self.body[0].weight, "the network", x=x)  # the layers' dtype and device, named as x
         zz = z[:, None, :].expand(-1, x.shape[1], -1)
         return self.body(torch.cat([x, zz], dim=-1)).squeeze(-1)
 
@@ -141,7 +153,10 @@ def occupancy_loss(logits: torch.Tensor, occupancy: torch.Tensor) -> torch.Tenso
     check_tensor(logits, "logits")
     check_tensor(occupancy, "occupancy", shape=tuple(logits.shape))
     check_same(logits, "logits", occupancy=occupancy)
-    if ((occupancy < 0) | (occupancy > 1)).any():
+    if logits.numel() == 0:
+        raise ValueError(f"logits: the mean loss needs at least one point, got shape {tuple(logits.shape)}")
+    # "not inside" rather than "outside", so that a NaN target fails too
+    if not bool(((occupancy >= 0) & (occupancy <= 1)).all()):
         raise ValueError("occupancy: targets of a cross-entropy must lie in [0, 1]")
     return nn.functional.binary_cross_entropy_with_logits(logits, occupancy)
 
@@ -152,6 +167,8 @@ def sdf_loss(pred: torch.Tensor, target: torch.Tensor, clamp: float = 0.1) -> to
     check_tensor(target, "target", shape=tuple(pred.shape))
     check_same(pred, "pred", target=target)
     check_float(clamp, "clamp", min=0.0, min_open=True)
+    if pred.numel() == 0:
+        raise ValueError(f"pred: the mean loss needs at least one value, got shape {tuple(pred.shape)}")
     return (pred.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs().mean()
 
 
@@ -163,8 +180,15 @@ def spatial_gradient(f, x: torch.Tensor) -> torch.Tensor:
     x = x if x.requires_grad else x.detach().requires_grad_(True)
     with torch.enable_grad():
         y = f(x)
-        (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-    return g
+        if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+            raise TypeError(f"f: expected to return a floating-point tensor, got "
+                            f"{y.dtype if isinstance(y, torch.Tensor) else type(y).__name__}")
+        # f does not depend on x (nor on anything with a gradient): a constant. Under inference mode
+        # nothing records, and autograd.grad below raises as it should.
+        if not y.requires_grad and not torch.is_inference_mode_enabled():
+            return torch.zeros_like(x)
+        (g,) = torch.autograd.grad(y.sum(), x, create_graph=True, allow_unused=True)
+    return torch.zeros_like(x) if g is None else g  # None: f depends on parameters, not on x
 
 
 def point_cloud_loss(f, surface_points: torch.Tensor, space_points: torch.Tensor, lam: float = 0.1) -> torch.Tensor:
@@ -180,6 +204,11 @@ def point_cloud_loss(f, surface_points: torch.Tensor, space_points: torch.Tensor
     _points(space_points, "space_points")
     check_same(surface_points, "surface_points", space_points=space_points)
     check_float(lam, "lam", min=0.0)
+    # each term is a mean: it needs at least one point
+    if surface_points.shape[0] == 0:
+        raise ValueError("surface_points: the fitting term needs at least one point, got shape (0, 3)")
+    if space_points.shape[0] == 0:
+        raise ValueError("space_points: the eikonal term needs at least one point, got shape (0, 3)")
     fit = f(surface_points).pow(2).mean()
     g = spatial_gradient(f, space_points)
     eikonal = (torch.linalg.vector_norm(g, dim=-1) - 1).pow(2).mean()
@@ -233,6 +262,7 @@ def marching_tetrahedra(values: torch.Tensor, level: float = 0.0, spacing: float
         raise ValueError(f"values: need at least 2 samples per axis, got {tuple(values.shape)}")
     check_float(level, "level")
     check_float(spacing, "spacing", min=0.0, min_open=True)
+    check_tensor(values, "values", finite=True)  # as marching_cubes: NaN or inf would give NaN vertices
     dev, dt = values.device, values.dtype
     X, Y, Z = values.shape
     base = torch.stack(torch.meshgrid(torch.arange(X - 1, device=dev), torch.arange(Y - 1, device=dev),
@@ -508,6 +538,8 @@ def mesh_area(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"faces: expected an integer (F, 3) tensor, got {faces.dtype} {tuple(faces.shape)}")
     if verts.shape[-1] != 3:
         raise ValueError(f"verts: expected shape (V, 3), got {tuple(verts.shape)}")
+    if faces.device != verts.device:
+        raise ValueError(f"faces: on {faces.device}, but verts is on {verts.device}")
     check_index(faces, "faces", verts.shape[0])
     tri = verts[faces]
     return 0.5 * torch.linalg.vector_norm(torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), dim=-1).sum()
@@ -523,9 +555,27 @@ def secant_step(x0: torch.Tensor, x1: torch.Tensor, f0: torch.Tensor, f1: torch.
     """
     for name, t in dict(x0=x0, x1=x1, f0=f0, f1=f1).items():
         check_tensor(t, name)
+    # elementwise: no broadcasting, one dtype and device
+    for name, t in dict(x0=x0, f0=f0, f1=f1).items():
+        check_tensor(t, name, shape=tuple(x1.shape))
+    check_same(x1, "x1", x0=x0, f0=f0, f1=f1)
     df = f1 - f0
     safe = torch.where(df == 0, torch.ones_like(df), df)
     return torch.where(df == 0, x1, x1 - f1 * (x1 - x0) / safe)
+
+
+def _values(fn, x, name="fn"):
+    """fn(x), checked to be elementwise: a tensor of x's shape, dtype and device."""
+    f = fn(x)
+    if not isinstance(f, torch.Tensor):
+        raise TypeError(f"{name}: expected to return a tensor, got {type(f).__name__}")
+    if f.shape != x.shape:
+        raise ValueError(f"{name}: expected to return x's shape {tuple(x.shape)}, got {tuple(f.shape)}")
+    if f.device != x.device:
+        raise ValueError(f"{name}: returned values on {f.device} for x on {x.device}")
+    if f.dtype != x.dtype:
+        raise TypeError(f"{name}: returned {f.dtype} for x of {x.dtype}")
+    return f
 
 
 def secant_iterates(fn, x0: torch.Tensor, x1: torch.Tensor, n_iter: int) -> torch.Tensor:
@@ -538,11 +588,11 @@ def secant_iterates(fn, x0: torch.Tensor, x1: torch.Tensor, n_iter: int) -> torc
     check_same(x0, "x0", x1=x1)
     check_int(n_iter, "n_iter", min=0)
     xs = [x0, x1]
-    f0, f1 = fn(x0), fn(x1)
+    f0, f1 = _values(fn, x0), _values(fn, x1)
     for _ in range(n_iter):
         x2 = secant_step(xs[-2], xs[-1], f0, f1)
         xs.append(x2)
-        f0, f1 = f1, fn(x2)
+        f0, f1 = f1, _values(fn, x2)
     return torch.stack(xs)
 
 
@@ -578,8 +628,17 @@ class DVRRender(NamedTuple):
 
 def _rays(origins, dirs):
     _points(origins, "origins")
+    check_tensor(origins, "origins", ndim=2)  # rays (R, 3): the depths are (R,)
     check_tensor(dirs, "dirs", shape=tuple(origins.shape))
     check_same(origins, "origins", dirs=dirs)
+
+
+def _theta(theta, origins):
+    """Floating parameters on the rays' device (their dtype may differ: fn's arithmetic promotes)."""
+    for i, t in enumerate(theta):
+        check_tensor(t, f"theta[{i}]")
+        if t.device != origins.device:
+            raise ValueError(f"theta[{i}]: on {t.device}, but origins is on {origins.device}")
 
 
 def ray_march(fn, origins: torch.Tensor, dirs: torch.Tensor, t_near: float, t_far: float,
@@ -587,7 +646,7 @@ def ray_march(fn, origins: torch.Tensor, dirs: torch.Tensor, t_near: float, t_fa
     """March along p = o + t w at n_steps even depths and bracket the first crossing of fn = level.
 
     fn: callable (..., 3) -> (...). origins, dirs: (R, 3). Returns Bracket(t0, t1, hit): (R,), (R,), (R,) bool;
-    fn - level changes sign between t0 and t1 on rays that hit.
+    fn - level changes sign between t0 and t1 on rays that hit. A step where fn is NaN is no crossing.
     """
     if not callable(fn):
         raise TypeError("fn: expected a callable")
@@ -599,8 +658,15 @@ def ray_march(fn, origins: torch.Tensor, dirs: torch.Tensor, t_near: float, t_fa
     check_int(n_steps, "n_steps", min=2)
     check_float(level, "level")
     t = torch.linspace(t_near, t_far, n_steps, dtype=origins.dtype, device=origins.device)
-    vals = fn(origins[..., None, :] + t[:, None] * dirs[..., None, :]) - level  # (R, S)
-    change = torch.sign(vals[..., :-1]) != torch.sign(vals[..., 1:])
+    vals = fn(origins[..., None, :] + t[:, None] * dirs[..., None, :])
+    if not isinstance(vals, torch.Tensor):
+        raise TypeError(f"fn: expected to return a tensor, got {type(vals).__name__}")
+    if vals.shape != (origins.shape[0], n_steps):
+        raise ValueError(f"fn: expected values (R, n_steps) = {(origins.shape[0], n_steps)} at points (R, n_steps, 3), "
+                         f"got {tuple(vals.shape)}")
+    vals = vals - level  # (R, S)
+    # NaN's sign is NaN, unequal to everything: without the mask every NaN step would be a "crossing"
+    change = (torch.sign(vals[..., :-1]) != torch.sign(vals[..., 1:])) & ~torch.isnan(vals[..., :-1] + vals[..., 1:])
     hit = change.any(-1)
     first = torch.where(hit, change.float().argmax(-1), torch.zeros_like(hit, dtype=torch.long))
     return Bracket(t[first], t[first + 1], hit)
@@ -646,8 +712,7 @@ def surface_depth(fn, origins: torch.Tensor, dirs: torch.Tensor, *theta: torch.T
     if not callable(fn):
         raise TypeError("fn: expected a callable")
     _rays(origins, dirs)
-    for i, t in enumerate(theta):
-        check_tensor(t, f"theta[{i}]")
+    _theta(theta, origins)
     check_int(n_iter, "n_iter", min=0)
     with torch.no_grad():
         f = lambda pts: fn(pts, *theta)  # noqa: E731
@@ -663,8 +728,7 @@ def surface_depth_unrolled(fn, origins, dirs, *theta, t_near: float, t_far: floa
     if not callable(fn):
         raise TypeError("fn: expected a callable")
     _rays(origins, dirs)
-    for i, t in enumerate(theta):
-        check_tensor(t, f"theta[{i}]")
+    _theta(theta, origins)
     check_int(n_iter, "n_iter", min=0)
     with torch.no_grad():
         t0, t1, hit = ray_march(lambda p: fn(p, *theta), origins, dirs, t_near, t_far, n_steps, level)
@@ -683,7 +747,11 @@ def dvr_render(fn, color_fn, origins, dirs, *theta, t_near: float, t_far: float,
     d, hit = surface_depth(fn, origins, dirs, *theta, t_near=t_near, t_far=t_far, n_steps=n_steps,
                            n_iter=n_iter, level=level)
     p = origins + d[..., None] * dirs
-    return DVRRender(color_fn(p), hit)
+    color = color_fn(p)
+    if not isinstance(color, torch.Tensor) or color.shape != p.shape:
+        got = tuple(color.shape) if isinstance(color, torch.Tensor) else type(color).__name__
+        raise ValueError(f"color_fn: expected colours (R, 3) = {tuple(p.shape)} at the surface points, got {got}")
+    return DVRRender(color, hit)
 
 
 def functional(module: nn.Module):

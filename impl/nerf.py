@@ -33,7 +33,12 @@ def positional_encoding(x: torch.Tensor, n_freqs: int, include_input: bool = Tru
     x: (..., D) -> (..., D (include_input) + 2 L D).
     """
     check_tensor(x, "x")
+    if x.ndim < 1:
+        raise ValueError("x: expected shape (..., D), got a scalar")
     check_int(n_freqs, "n_freqs", min=0)
+    # the top frequency 2^{L-1} pi must be a finite number of x's dtype, else sin/cos return NaN
+    if n_freqs and n_freqs - 1 + math.log2(math.pi) >= math.log2(torch.finfo(x.dtype).max):
+        raise ValueError(f"n_freqs: 2^(n_freqs - 1) pi overflows {x.dtype}, got {n_freqs}")
     freqs = (2.0 ** torch.arange(n_freqs, dtype=x.dtype, device=x.device)) * math.pi
     xf = (x[..., None, :] * freqs[:, None]).flatten(-2)  # (..., L D)
     parts = [x] if include_input else []
@@ -43,6 +48,8 @@ def positional_encoding(x: torch.Tensor, n_freqs: int, include_input: bool = Tru
 def random_fourier_features(x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """(sin(2 pi x B), cos(2 pi x B)) with a fixed random matrix B: (D, M). x: (..., D) -> (..., 2M)."""
     check_tensor(x, "x")
+    if x.ndim < 1:
+        raise ValueError("x: expected shape (..., D), got a scalar")
     check_tensor(B, "B", ndim=2)
     check_same(x, "x", B=B)
     if B.shape[0] != x.shape[-1]:
@@ -87,6 +94,7 @@ class NeRFMLP(nn.Module):
     def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (..., 3) -> (sigma (...) >= 0, feature (..., width)); no view direction involved."""
         _last3(x, "x")
+        check_same(self.sigma_head.weight, "the MLP", x=x)  # the layers' dtype and device, named as x
         h = positional_encoding(x, self.n_freqs_pos)
         for layer in self.trunk:
             h = torch.relu(layer(h))
@@ -96,6 +104,7 @@ class NeRFMLP(nn.Module):
         """x: (..., 3) positions, d: (..., 3) unit view directions -> (rgb (..., 3) in [0, 1], sigma (...))."""
         _last3(x, "x")
         check_tensor(d, "d", shape=tuple(x.shape))
+        check_same(x, "x", d=d)
         sigma, feat = self.density(x)
         h = torch.relu(self.color_hidden(torch.cat([feat, positional_encoding(d, self.n_freqs_dir)], -1)))
         return torch.sigmoid(self.color_out(h)), sigma
@@ -114,11 +123,12 @@ def _render_inputs(sigma, t, validate=True):
                          f"t_1..t_{{N+1}} for sigma (..., N), got {tuple(t.shape)}")
     check_same(sigma, "sigma", t=t)
     delta = t[..., 1:] - t[..., :-1]
-    # one host synchronisation for both preconditions; the message then says which one failed
-    if validate and sigma.numel() and bool(torch.minimum(sigma.amin(), delta.amin()) < 0):
-        if bool(sigma.amin() < 0):
-            raise ValueError("sigma: densities must be non-negative")
-        raise ValueError("t: sample depths must be non-decreasing along each ray")
+    # one host synchronisation for both preconditions; the message then says which one failed.
+    # Written as "not >= 0" so that NaN (which compares false) fails too instead of giving NaN weights.
+    if validate and sigma.numel() and not bool(torch.minimum(sigma.amin(), delta.amin()) >= 0):
+        if not bool(sigma.amin() >= 0):
+            raise ValueError("sigma: densities must be non-negative (and not NaN)")
+        raise ValueError("t: sample depths must be non-decreasing along each ray (and not NaN)")
     return delta
 
 
@@ -142,11 +152,14 @@ def volume_rendering_weights(sigma: torch.Tensor, t: torch.Tensor, validate: boo
     """
     delta = _render_inputs(sigma, t, validate)
     tau = sigma * delta
+    # The exclusive prefix sum as a shifted cumsum, not cumsum - tau: an opaque sample (tau = inf, also
+    # from finite sigma delta that overflows) would give inf - inf = NaN there; here T is 0 behind it.
     if torch.is_grad_enabled() and (sigma.requires_grad or t.requires_grad):
-        acc = torch.cumsum(tau, dim=-1) - tau  # exclusive prefix sum
+        acc = nn.functional.pad(torch.cumsum(tau[..., :-1], dim=-1), (1, 0))
         return torch.exp(-acc) * -torch.expm1(-tau)
     # no graph to keep: the same arithmetic in place, two buffers instead of six
-    acc = torch.cumsum(tau, dim=-1).sub_(tau)
+    acc = torch.zeros_like(tau)
+    torch.cumsum(tau[..., :-1], dim=-1, out=acc[..., 1:])
     return acc.neg_().exp_().mul_(torch.expm1(tau.neg_()).neg_())
 
 
@@ -172,6 +185,7 @@ def volume_render(sigma: torch.Tensor, colors: torch.Tensor, t: torch.Tensor,
     ``validate`` checks sigma >= 0 and sorted t (one host synchronisation); turn it off in a loop whose
     inputs were checked once.
     """
+    check_tensor(sigma, "sigma")
     check_tensor(colors, "colors")
     if colors.shape[:-1] != sigma.shape:
         raise ValueError(f"colors: expected shape {tuple(sigma.shape)} + (C,), got {tuple(colors.shape)}")
@@ -193,7 +207,10 @@ def stratified_samples(t_near: torch.Tensor, t_far: torch.Tensor, n_samples: int
     check_same(t_near, "t_near", t_far=t_far)
     check_int(n_samples, "n_samples", min=1)
     check_generator(generator, "generator", t_near.device)
-    if bool((t_far < t_near).any()):
+    # one host synchronisation; NaN or infinite ends would give NaN / inf depths
+    if not bool((t_far >= t_near).all() & torch.isfinite(t_near).all() & torch.isfinite(t_far).all()):
+        check_tensor(t_near, "t_near", finite=True)
+        check_tensor(t_far, "t_far", finite=True)
         raise ValueError("t_far: must be >= t_near")
     u = torch.rand(t_near.shape[0], n_samples, generator=generator, dtype=t_near.dtype, device=t_near.device)
     i = torch.arange(n_samples, dtype=t_near.dtype, device=t_near.device)
@@ -209,13 +226,20 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_samples: int,
     both (host synchronisations); the samples are drawn on bins' device with ``generator``.
     """
     check_tensor(bins, "bins", ndim=2)
+    if bins.shape[1] < 2:
+        raise ValueError(f"bins: expected at least 2 edges (one bin) per ray, got shape {tuple(bins.shape)}")
     check_tensor(weights, "weights", shape=(bins.shape[0], bins.shape[1] - 1))
     check_same(bins, "bins", weights=weights)
     check_int(n_samples, "n_samples", min=1)
     check_generator(generator, "generator", bins.device)
     if validate:
+        check_tensor(bins, "bins", finite=True)  # an infinite bin has no inverse cdf
         check_sorted(bins, "bins")
+        check_tensor(weights, "weights", finite=True)
         check_range(weights, "weights", min=0.0)
+    # rays whose largest weight exceeds 1 are scaled to it, so the sum cannot overflow (the pdf is
+    # scale-free, and the 1e-12 floor below is relative for sums >= 1); smaller weights are untouched
+    weights = weights / weights.amax(-1, keepdim=True).clamp(min=1.0)
     w = weights + 1e-12 * weights.sum(-1, keepdim=True).clamp(min=1.0)  # rays with no mass: uniform
     pdf = w / w.sum(-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1).contiguous()
@@ -262,18 +286,47 @@ def camera_to_world_look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.T
 def pinhole_rays(eye: torch.Tensor, rotation: torch.Tensor, height: int, width: int, focal: float):
     """Rays through the pixel centres of a pinhole camera at ``eye`` with camera-to-world ``rotation``.
     Returns (origins (H W, 3), unit dirs (H W, 3)), rows first."""
-    check_tensor(eye, "eye", shape=(3,))
+    check_tensor(eye, "eye", shape=(3,), finite=True)
     check_tensor(rotation, "rotation", shape=(3, 3))
     check_same(eye, "eye", rotation=rotation)
     check_int(height, "height", min=1)
     check_int(width, "width", min=1)
     check_float(focal, "focal", min=0.0, min_open=True)
+    # a rotation keeps the directions unit and distinct; a singular matrix would give NaN or merged rays
+    err = (rotation.T @ rotation - torch.eye(3, dtype=rotation.dtype, device=rotation.device)).abs().max()
+    if not bool(err <= math.sqrt(torch.finfo(rotation.dtype).eps)):
+        raise ValueError(f"rotation: expected an orthonormal matrix (R^T R = I), off by {err.item():.3g}")
     j, i = torch.meshgrid(torch.arange(height, dtype=eye.dtype, device=eye.device),
                           torch.arange(width, dtype=eye.dtype, device=eye.device), indexing="ij")
-    cam = torch.stack([(i + 0.5 - width / 2) / focal, -(j + 0.5 - height / 2) / focal, -torch.ones_like(i)], -1)
+    # (x / f, -y / f, -1) scaled by f / s: the same direction, but no overflow for a tiny focal length
+    # (x / f) nor underflow of the norm for a huge one, since every component is at most ~1
+    s = max(focal, height, width)
+    cam = torch.stack([(i + 0.5 - width / 2) / s, -(j + 0.5 - height / 2) / s, torch.full_like(i, -focal / s)], -1)
     d = cam.reshape(-1, 3) @ rotation.T
     d = d / torch.linalg.vector_norm(d, dim=-1, keepdim=True)
     return eye.expand_as(d).clone(), d
+
+
+def _field_output(out, name, x):
+    """A field's (rgb (R, N, C), sigma (R, N)) at samples x (R, N, 3), checked here so that a wrong
+    field is named, not volume_render's internal arguments."""
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"{name}: expected to return (rgb, sigma), got {type(out).__name__}")
+    rgb, sigma = out
+    for part, v, ndim in (("rgb", rgb, 3), ("sigma", sigma, 2)):
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"{name}: returned {part} of type {type(v).__name__}, expected a tensor")
+        if v.ndim != ndim or v.shape[:2] != x.shape[:2]:
+            want = f"{tuple(x.shape[:2])}" if ndim == 2 else f"{tuple(x.shape[:2])} + (C,)"
+            raise ValueError(f"{name}: returned {part} of shape {tuple(v.shape)}, expected {want}")
+        if v.device != x.device:
+            raise ValueError(f"{name}: returned {part} on {v.device}, but the rays are on {x.device}")
+        if v.dtype != x.dtype:
+            raise TypeError(f"{name}: returned {part} as {v.dtype}, but the rays are {x.dtype}")
+    # the one value check of the render (its depths are sorted by construction)
+    if sigma.numel() and not bool(sigma.amin() >= 0):
+        raise ValueError(f"{name}: returned negative (or NaN) densities sigma")
+    return rgb, sigma
 
 
 def render_field(field, origins: torch.Tensor, dirs: torch.Tensor, t_near: float, t_far: float, n_samples: int,
@@ -288,7 +341,10 @@ def render_field(field, origins: torch.Tensor, dirs: torch.Tensor, t_near: float
     """
     if not callable(field):
         raise TypeError("field: expected a callable (x, d) -> (rgb, sigma)")
+    if fine_field is not None and not callable(fine_field):
+        raise TypeError("fine_field: expected a callable (x, d) -> (rgb, sigma) or None")
     _last3(origins, "origins")
+    check_tensor(origins, "origins", ndim=2)  # rays (R, 3): the samples are laid out (R, N)
     check_tensor(dirs, "dirs", shape=tuple(origins.shape))
     check_same(origins, "origins", dirs=dirs)
     check_float(t_near, "t_near")
@@ -296,6 +352,7 @@ def render_field(field, origins: torch.Tensor, dirs: torch.Tensor, t_near: float
     if not t_far > t_near:
         raise ValueError("t_far: must be greater than t_near")
     check_int(n_importance, "n_importance", min=0)
+    check_generator(generator, "generator", origins.device)  # also where no draw uses it
     R = origins.shape[0]
     near = torch.full((R,), t_near, dtype=origins.dtype, device=origins.device)
     far = torch.full_like(near, t_far)
@@ -305,18 +362,18 @@ def render_field(field, origins: torch.Tensor, dirs: torch.Tensor, t_near: float
         check_int(n_samples, "n_samples", min=1)
         t = torch.linspace(t_near, t_far, n_samples + 1, dtype=origins.dtype, device=origins.device)[:-1].expand(R, -1)
 
-    def shade(f, t):
+    def shade(f, t, name):
         x = origins[:, None] + t[..., None] * dirs[:, None]
-        rgb, sigma = f(x, dirs[:, None].expand_as(x))
+        rgb, sigma = _field_output(f(x, dirs[:, None].expand_as(x)), name, x)
         edges = torch.cat([t, far[:, None]], -1)
-        c, w = volume_render(sigma, rgb, edges)
+        c, w = volume_render(sigma, rgb, edges, validate=False)
         return c, w, edges
 
-    c, w, edges = shade(field, t)
+    c, w, edges = shade(field, t, "field")
     if n_importance:
         t_fine = sample_pdf(edges, w.detach(), n_importance, generator)
         t = torch.sort(torch.cat([t, t_fine.detach()], -1), -1).values
-        c, w, edges = shade(field if fine_field is None else fine_field, t)
+        c, w, edges = shade(field, t, "field") if fine_field is None else shade(fine_field, t, "fine_field")
     return FieldRender(c, w, t)
 
 
@@ -330,21 +387,30 @@ def spatial_hash(corners: torch.Tensor, table_size: int) -> torch.Tensor:
     check_tensor(corners, "corners", floating=False)
     if corners.is_floating_point() or corners.is_complex() or corners.dtype == torch.bool:
         raise TypeError(f"corners: expected an integer tensor, got {corners.dtype}")
+    if corners.ndim < 1 or corners.shape[-1] != 3:
+        raise ValueError(f"corners: expected shape (..., 3), got {tuple(corners.shape)}")
     check_int(table_size, "table_size", min=1)
     c = corners.long()
     h = (c[..., 0] * _PRIMES[0]) ^ (c[..., 1] * _PRIMES[1]) ^ (c[..., 2] * _PRIMES[2])
     return torch.remainder(h, table_size)
 
 
-def trilinear_corners(x: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+def trilinear_corners(x: torch.Tensor, resolution: int, validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The 8 grid corners around x * resolution and their trilinear weights.
 
-    x: (N, 3) in [0, 1]^3 -> (corners (N, 8, 3) long, weights (N, 8)); weights sum to 1.
+    x: (N, 3) in [0, 1]^3 -> (corners (N, 8, 3) long, weights (N, 8)); weights sum to 1. ``validate``
+    checks the range (one host synchronisation). Unvalidated, the corners still stay on the grid: a point
+    outside extrapolates from the nearest cell (negative weights), and NaN gives NaN weights.
     """
     check_tensor(x, "x", ndim=2)
+    if x.shape[1] != 3:
+        raise ValueError(f"x: expected shape (N, 3), got {tuple(x.shape)}")
     check_int(resolution, "resolution", min=1)
+    if validate:
+        check_range(x, "x", min=0.0, max=1.0)
     pos = x * resolution
-    base = torch.floor(pos).clamp(max=resolution - 1)
+    # on the grid whatever x is: a corner off it would index another corner's table row, or none
+    base = torch.floor(pos).nan_to_num(0.0).clamp(0, resolution - 1)
     frac = pos - base
     offs = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], device=x.device)
     corners = base.long()[:, None, :] + offs  # (N, 8, 3)
@@ -355,7 +421,8 @@ def trilinear_corners(x: torch.Tensor, resolution: int) -> tuple[torch.Tensor, t
 class HashEncoding(nn.Module):
     """Multiresolution hash encoding: per level l a table of T feature vectors, indexed at the 8 corners
     around x by a 1:1 index where the (N_l + 1)^3 grid fits in T and by ``spatial_hash`` otherwise,
-    trilinearly interpolated; the levels' features are concatenated. x: (N, 3) in [0, 1]^3 -> (N, L F)."""
+    trilinearly interpolated; the levels' features are concatenated. x: (N, 3) in [0, 1]^3 (points outside
+    are clamped onto the cube) -> (N, L F)."""
 
     def __init__(self, n_levels: int = 8, log2_table_size: int = 14, n_features: int = 2,
                  base_resolution: int = 4, finest_resolution: int = 128):
@@ -372,6 +439,12 @@ class HashEncoding(nn.Module):
 
     def level_indices(self, corners: torch.Tensor, level: int) -> torch.Tensor:
         """Table rows of integer corners (..., 3) at ``level``."""
+        check_tensor(corners, "corners", floating=False)
+        if corners.is_floating_point() or corners.is_complex() or corners.dtype == torch.bool:
+            raise TypeError(f"corners: expected an integer tensor, got {corners.dtype}")
+        if corners.ndim < 1 or corners.shape[-1] != 3:
+            raise ValueError(f"corners: expected shape (..., 3), got {tuple(corners.shape)}")
+        check_int(level, "level", min=0, max=len(self.resolutions) - 1)
         n = self.resolutions[level] + 1
         if n**3 <= self.table_size:
             return corners[..., 0] + n * corners[..., 1] + n * n * corners[..., 2]
@@ -382,9 +455,12 @@ class HashEncoding(nn.Module):
         if x.shape[-1] != 3:
             raise ValueError(f"x: expected shape (N, 3), got {tuple(x.shape)}")
         check_same(self.tables, "tables", x=x)
+        # Points outside the unit cube are clamped onto it (the encoding is constant beyond its faces),
+        # as refusing them would read x back to the host; NaN stays NaN.
+        x = x.clamp(0, 1)
         feats = []
         for lvl, res in enumerate(self.resolutions):
-            corners, w = trilinear_corners(x, res)
+            corners, w = trilinear_corners(x, res, validate=False)
             rows = self.level_indices(corners, lvl)  # (N, 8)
             feats.append((self.tables[lvl][rows] * w[..., None]).sum(1))
         return torch.cat(feats, dim=-1)
@@ -405,6 +481,7 @@ class InstantNGPField(nn.Module):
     def forward(self, x: torch.Tensor, d: torch.Tensor):
         _last3(x, "x")
         check_tensor(d, "d", shape=tuple(x.shape))
+        check_same(x, "x", d=d)
         shape = x.shape[:-1]
         u = ((x.reshape(-1, 3) / self.bound + 1) / 2).clamp(0, 1)
         h = self.density_net(self.encoding(u))

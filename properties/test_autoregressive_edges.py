@@ -451,3 +451,107 @@ def test_wavenet_is_causal_with_its_receptive_field():
     _raises(TypeError, r"^generator: expected a torch.Generator", m.sample, 1, 3, generator=1)
     s = m.sample(2, 5, generator=torch.Generator().manual_seed(14))
     assert s.shape == (2, 5) and s.dtype == torch.long
+
+
+# ---- degenerate inputs (sweep) -----------------------------------------------------------------
+
+XB = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=F64)
+
+
+def test_all_binary_dtype_and_device_checked():
+    """A string dtype was taken for a device by Tensor.to (RuntimeError), a bad device a RuntimeError."""
+    _raises(TypeError, r"^dtype: expected a torch.dtype", ar.all_binary, 2, dtype="float")
+    _raises(ValueError, r"^device: not a torch device", ar.all_binary, 2, device="nope")
+
+
+@pytest.mark.parametrize("make", [lambda: ar.TabularAR(3), lambda: ar.FVSBN(3), lambda: ar.NADE(3, 4),
+                                  lambda: ar.MADE(3, [4]), lambda: ar.OrderlessNADE(3, 4)])
+def test_binary_models_check_the_device_before_reading_x(make):
+    """x on another device was read for the 0/1 check first (meta: a RuntimeError of .item()), and with real
+    devices failed inside a layer; now the device is named before any value is read."""
+    m = make().double()
+    args = (torch.tensor([2, 0, 1]),) if isinstance(m, ar.OrderlessNADE) else ()
+    _raises(ValueError, r"^x: on meta, but the model is on cpu", m.log_prob, XB.to("meta"), *args)
+
+
+def test_rnade_and_made_check_x_against_the_model():
+    """RNADE with x on another device and MADE with x in another dtype were RuntimeErrors inside a layer."""
+    _raises(ValueError, r"^x: on meta", ar.RNADE(3, 4).double().log_prob, torch.randn(2, 3, dtype=F64, device="meta"))
+    made = ar.MADE(3, [4]).double()
+    _raises(TypeError, r"^x: dtype torch.float32 differs from the model's", made, XB.float())
+    _raises(TypeError, r"^x: dtype torch.float32", made.log_prob, XB.float())
+
+
+def test_order_must_be_an_integer_permutation():
+    """A float 'permutation' passed the check (sorted it compares equal to arange), then could not index."""
+    _raises(TypeError, r"^order: expected an integer tensor", ar.NADE, 3, 4, torch.tensor([0.0, 1.0, 2.0]))
+    _raises(TypeError, r"^order: expected an integer tensor", ar.MADE, 3, [4], torch.tensor([2.0, 0.0, 1.0]))
+    _raises(TypeError, r"^order: expected an integer tensor", ar.OrderlessNADE(3, 4).double().log_prob, XB,
+            torch.tensor([0.0, 1.0, 2.0]))
+
+
+def test_masked_linear_checks_mask_values_sizes_and_inputs():
+    """A mask of 0.5 or NaN was accepted (no 0/1 mask); in_features -1 was torch's RuntimeError; x of the
+    wrong width, dtype or device a RuntimeError of F.linear, a list linear()'s unnamed TypeError."""
+    _raises(ValueError, r"^mask: entries must be 0 or 1", ar.MaskedLinear, 3, 2, torch.full((2, 3), 0.5))
+    _raises(ValueError, r"^mask: entries must be 0 or 1", ar.MaskedLinear, 3, 2, torch.full((2, 3), math.nan))
+    _raises(ValueError, r"^in_features: must be >= 1", ar.MaskedLinear, -1, 2, torch.ones(2, 0))
+    lin = ar.MaskedLinear(3, 2, torch.ones(2, 3))
+    _raises(ValueError, r"^x: expected shape \(\.\.\., 3\)", lin, torch.ones(2, 4))
+    _raises(TypeError, r"^x: dtype torch.float64 differs from weight's", lin, torch.ones(2, 3, dtype=F64))
+    _raises(ValueError, r"^x: on meta", lin, torch.ones(2, 3, device="meta"))
+    _raises(TypeError, r"^x: expected a torch.Tensor", lin, [[1.0, 1.0, 1.0]])
+
+
+def test_kernel_sizes_are_checked_by_name():
+    """An int, a 1- or 3-tuple, a float or a string kernel_size gave unnamed unpacking / torch errors, a
+    negative one a RuntimeError of torch.zeros."""
+    for bad in (3, (3,), (3, 3, 3), "33"):
+        _raises(TypeError, r"^kernel_size: expected \(height, width\)", ar.pixelcnn_mask, 1, 2, bad, "A")
+    _raises(TypeError, r"^kernel_size: expected an int", ar.pixelcnn_mask, 1, 2, (3.0, 3.0), "A")
+    _raises(ValueError, r"^kernel_size: must be >= 1", ar.pixelcnn_mask, 1, 2, (-1, -1), "A")
+    _raises(TypeError, r"^kernel_size: expected an int", ar.MaskedConv2d, 1, 2, 3.0, "A")
+    _raises(TypeError, r"^kernel_size: expected an int", ar.MaskedConv2d, 1, 2, "3", "A")
+    _raises(ValueError, r"^kernel_size: must be >= 1", ar.PixelCNN, kernel=-1)
+    conv = ar.MaskedConv2d(1, 2, 3, "A")
+    _raises(TypeError, r"^x: dtype torch.float64 differs from weight's", conv, torch.zeros(1, 1, 3, 3, dtype=F64))
+    _raises(ValueError, r"^x: on meta", conv, torch.zeros(1, 1, 3, 3, device="meta"))
+    _raises(ValueError, r"^x: expected 1 channels", conv, torch.zeros(1, 2, 3, 3))
+
+
+@pytest.mark.parametrize("make", [lambda: ar.PixelCNN(1, 3, hidden=4, layers=2), lambda: ar.GatedPixelCNN(3, 4, 2),
+                                  lambda: ar.RowLSTM(3, 4)])
+def test_image_models_refuse_empty_images_and_foreign_inputs(make):
+    """H = 0 or W = 0 was a RuntimeError of the first convolution; x on another device was read for the range
+    check first (meta: .item()'s RuntimeError); a float32 one-hot into a float64 model a RuntimeError."""
+    model = make().double()
+    x = torch.randint(0, 3, (2, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    _raises(ValueError, r"^x: expected at least one pixel", model.log_prob, x[:, :, :0])
+    _raises(ValueError, r"^x: expected at least one pixel", model.log_prob, x[:, :, :, :0])
+    _raises(ValueError, r"^x: on meta, but the model is on cpu", model.log_prob, x.to("meta"))
+    h = torch.zeros(2, 3, 4, 4)
+    _raises(TypeError, r"^h: dtype torch.float32 differs from the model's", model.logits_from_onehot, h)
+    _raises(ValueError, r"^h: expected at least one pixel", model.logits_from_onehot, h[:, :, :0].double())
+    assert model.log_prob(x[:0]).shape == (0,)  # an empty batch stays fine
+
+
+def test_causal_conv_and_wavenet_degenerate_sizes():
+    """kernel_size 0 and dilation 0 or -1 built silently (a negative dilation makes the left pad crop); zero
+    time steps were a RuntimeError of the convolution; empty dilations built a WaveNet whose forward failed
+    in tanh(0); a tensor of dilations failed inside Conv1d."""
+    _raises(ValueError, r"^kernel_size: must be >= 1", ar.CausalConv1d, 1, 2, 0)
+    _raises(ValueError, r"^dilation: must be >= 1", ar.CausalConv1d, 1, 2, 2, 0)
+    _raises(ValueError, r"^dilation: must be >= 1", ar.CausalConv1d, 1, 2, 2, -1)
+    c = ar.CausalConv1d(1, 2, 2, 2)
+    _raises(ValueError, r"^x: expected at least one time step", c, torch.zeros(1, 1, 0))
+    _raises(TypeError, r"^x: dtype torch.float64 differs from weight's", c, torch.zeros(1, 1, 5, dtype=F64))
+    _raises(ValueError, r"^x: expected 1 channels", c, torch.zeros(1, 2, 5))
+    _raises(ValueError, r"^dilations: expected at least one", ar.WaveNet, 3, 4, [])
+    _raises(TypeError, r"^dilations: expected a list of ints", ar.WaveNet, 3, 4, torch.tensor([1]))
+    wn = ar.WaveNet(levels=3, residual=4, dilations=[1, 2]).double()
+    x = torch.randint(0, 3, (2, 6), generator=torch.Generator().manual_seed(1))
+    _raises(ValueError, r"^x: expected at least one time step", wn.log_prob, x[:, :0])
+    _raises(ValueError, r"^h: expected at least one time step", wn.logits_from_onehot, torch.zeros(2, 3, 0, dtype=F64))
+    _raises(ValueError, r"^x: on meta, but the model is on cpu", wn.log_prob, x.to("meta"))
+    _raises(TypeError, r"^h: dtype torch.float32", wn.logits_from_onehot, torch.zeros(2, 3, 6))
+    assert wn.log_prob(x[:0]).shape == (0,)

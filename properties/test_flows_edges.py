@@ -415,3 +415,180 @@ def test_train_flow_checks_and_result():
     first = -m2.log_prob(data[idx]).mean()
     res2 = flows.train_flow(m2, data, steps=1, batch=100, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(res2.losses[0], first.detach())
+
+
+# ---- degenerate inputs (sweep) -----------------------------------------------------------------
+
+def _lin():
+    A = torch.tensor([[2.0, 1.0], [0.0, 3.0]], dtype=F64)
+    return (lambda z: A @ z), (lambda x: torch.linalg.solve(A, x))
+
+
+def test_empty_batches_give_empty_results():
+    """reshape(B, -1) is ambiguous for B = 0 (a RuntimeError); every per-sample result is (0,) instead."""
+    lp = flows.standard_normal_log_prob
+    assert lp(torch.zeros(0, 3, dtype=F64)).shape == (0,)
+    assert lp(torch.zeros(0, 0, dtype=F64)).shape == (0,)
+    f, f_inv = _lin()
+    assert flows.log_density_inverse_form(f_inv, torch.zeros(0, 2, dtype=F64), lp).shape == (0,)
+    assert flows.log_density_forward_form(f, torch.zeros(0, 2, dtype=F64), lp).shape == (0,)
+    for image in (False, True):
+        c = flows.AffineCoupling(4, hidden=3, image=image).double()
+        x = torch.zeros(0, 4, 3, 3, dtype=F64) if image else torch.zeros(0, 4, dtype=F64)
+        y, ld = c(x)
+        assert y.shape == x.shape and ld.shape == (0,)
+    inj = flows.AffineInjector(2, 3, 4).double()
+    h, ld = inj(torch.zeros(0, 2, 3, 3, dtype=F64), torch.zeros(0, 3, 3, 3, dtype=F64))
+    assert h.shape == (0, 2, 3, 3) and ld.shape == (0,)
+    flow = flows.Flow(2, steps=2, hidden=3, generator=torch.Generator().manual_seed(0)).double()
+    flow(torch.randn(5, 2, dtype=F64))  # ActNorm initialised on a real batch
+    assert flow.log_prob(torch.zeros(0, 2, dtype=F64)).shape == (0,)
+
+
+def test_actnorm_refuses_to_initialise_on_no_sample():
+    """The first (initialising) batch being empty set NaN scale and bias and marked the layer initialised."""
+    layer = flows.ActNorm(3).double()
+    _raises(ValueError, r"^x: ActNorm's data-dependent initialisation needs at least one sample", layer,
+            torch.zeros(0, 3, dtype=F64))
+    _raises(ValueError, r"^x: ActNorm's data-dependent", layer, torch.zeros(2, 3, 0, 4, dtype=F64))
+    assert layer.initialized is False and torch.equal(layer.log_scale, torch.zeros(3, dtype=F64))
+    _raises(TypeError, r"^x: expected a torch.Tensor", layer.initialize, [[1.0, 2.0, 3.0]])
+    _raises(ValueError, r"^x: expected 3 channels", layer.initialize, torch.zeros(4, 5, dtype=F64))
+
+
+def test_layers_name_inputs_that_do_not_match_their_parameters():
+    """A float32 input to a float64 layer was silently promoted (ActNorm) or a RuntimeError inside beta's
+    Linear/Conv (coupling, injector); another device a NotImplementedError or RuntimeError; the 1x1
+    convolutions named their own 'weight' first, not the argument."""
+    x = torch.randn(2, 4, dtype=F64)
+    an = flows.ActNorm(4).double()
+    _raises(TypeError, r"^x: dtype torch.float32 differs from log_scale's", an, x.float())
+    _raises(ValueError, r"^x: on meta", an, x.to("meta"))
+    _raises(TypeError, r"^y: dtype", an.inverse, x.float())
+    for cls in (flows.Invertible1x1Conv, flows.Invertible1x1ConvLU):
+        m = cls(4, generator=torch.Generator().manual_seed(0)).double()
+        _raises(TypeError, r"^x: dtype torch.float32 differs from weight's", m, x.float())
+        _raises(ValueError, r"^y: on meta", m.inverse, x.to("meta"))
+    for image in (False, True):
+        c = flows.AffineCoupling(4, hidden=3, image=image).double()
+        xi = torch.randn(2, 4, 3, 3, dtype=F64) if image else x
+        _raises(TypeError, r"^x: dtype torch.float32 differs from beta's", c, xi.float())
+        _raises(ValueError, r"^x: on meta", c, xi.to("meta"))
+        _raises(TypeError, r"^y: dtype", c.inverse, xi.float())
+        _raises(ValueError, r"^xb: expected 2 channels", c.beta_st, xi[:, :1])
+        _raises(TypeError, r"^xb: expected a torch.Tensor", c.beta_st, [[1.0]])
+    inj = flows.AffineInjector(2, 3, 4).double()
+    h, u = torch.randn(2, 2, 3, 3, dtype=F64), torch.randn(2, 3, 3, 3, dtype=F64)
+    _raises(TypeError, r"^h: dtype torch.float32 differs from beta's", inj, h.float(), u.float())
+    _raises(TypeError, r"^h_next: dtype", inj.inverse, h.float(), u.float())
+    _raises(ValueError, r"^h_next: expected 2 channels", inj.inverse, h[:, :1], u)
+
+
+def test_conditional_coupling_cond_without_channel_axis():
+    """A 0-d or 1-d cond was an IndexError (its shape[1] read before any check)."""
+    c = flows.AffineCoupling(4, hidden=3, cond_channels=2).double()
+    x = torch.randn(2, 4, dtype=F64)
+    _raises(ValueError, r"^cond: expected 2 dimensions", c, x, torch.randn(2, dtype=F64))
+    _raises(ValueError, r"^cond: expected 2 dimensions", c, x, torch.tensor(1.0, dtype=F64))
+
+
+def test_density_forms_check_their_callables():
+    """log_pz returning (B, D) was a broadcasting RuntimeError and a scalar silently added its total to every
+    sample; f / f_inv that is not (D,) -> (D,) failed inside slogdet."""
+    f, f_inv = _lin()
+    x = torch.randn(4, 2, dtype=F64)
+    lp = flows.standard_normal_log_prob
+    for bad in (lambda z: z, lambda z: lp(z).sum()):
+        _raises(ValueError, r"^log_pz: expected one log-density per sample", flows.log_density_inverse_form, f_inv, x, bad)
+        _raises(ValueError, r"^log_pz: expected one log-density per sample", flows.log_density_forward_form, f, x, bad)
+        _raises(ValueError, r"^log_pz", flows.flow_log_prob, [flows.Reverse()], x, bad)
+    _raises(ValueError, r"^f_inv: expected a map \(D,\) -> \(D,\)", flows.log_density_inverse_form, lambda v: v[:1], x, lp)
+    _raises(ValueError, r"^f: expected a map \(D,\) -> \(D,\)", flows.log_density_forward_form, lambda v: v.sum(), x, lp)
+
+
+def test_random_rotation_dtype_and_device_checked():
+    """An integer dtype rounded the rotation's entries to 0 / +-1, a string dtype was torch's TypeError and a
+    bad device a RuntimeError."""
+    _raises(TypeError, r"^dtype", flows.random_rotation, 3, dtype=torch.long)
+    _raises(TypeError, r"^dtype", flows.random_rotation, 3, dtype="float")
+    _raises(ValueError, r"^device", flows.random_rotation, 3, device="nope")
+
+
+def test_conv1x1_reference_checks_weight_against_x():
+    """A float32 weight on float64 x was conv2d's RuntimeError; a weight on another device (meta) silently gave
+    an uninitialised result."""
+    x, w = torch.randn(2, 3, 2, 2, dtype=F64), torch.eye(3, dtype=F64)
+    _raises(TypeError, r"^weight: dtype torch.float32 differs from x's", flows.conv1x1_reference, x, w.float())
+    _raises(ValueError, r"^weight: on meta", flows.conv1x1_reference, x, w.to("meta"))
+
+
+@pytest.mark.parametrize("cls", [flows.Invertible1x1Conv, flows.Invertible1x1ConvLU])
+def test_singular_1x1_conv_inverse_names_the_weight(cls):
+    """A singular W made inverse raise linalg's LinAlgError (a RuntimeError)."""
+    m = cls(3, generator=torch.Generator().manual_seed(0)).double()
+    with torch.no_grad():
+        if cls is flows.Invertible1x1Conv:
+            m.weight.zero_()
+        else:
+            m.log_abs_s.fill_(-1e4)  # s = exp(-1e4) = 0
+    _raises(ValueError, r"^weight: is singular", m.inverse, torch.randn(2, 3, dtype=F64))
+
+
+def test_flow_stacking_names_bad_layers():
+    """A non-iterable was "'int' object is not iterable", a layer that does not return (y, logdet) "too many
+    values to unpack", and flow_inverse through a layer without inverse an AttributeError."""
+    x = torch.randn(3, 2, dtype=F64)
+
+    class NoPair(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+        def inverse(self, y):
+            return y
+
+    _raises(TypeError, r"^layers: expected a sequence", flows.flow_forward, 5, x)
+    _raises(TypeError, r"^layers: expected a sequence", flows.flow_inverse, 5, x)
+    _raises(TypeError, r"^layers: layer 0 returned Tensor", flows.flow_forward, [NoPair()], x)
+    _raises(TypeError, r"^layers: expected invertible layers", flows.flow_inverse, [lambda v: v], x)
+
+
+def test_glow_checks_empty_images_latents_and_sizes():
+    """H = 0 (divisible by 2^levels) was a RuntimeError of the 3x3 conv; latents of mismatched batch, dtype or
+    shape were RuntimeErrors or named as an inner layer's 'y'; latent_shapes of sizes not divisible by
+    2^levels silently gave (8, 0, 0), of a string a TypeError from '//'."""
+    glow = flows.Glow(1, levels=2, steps=1, hidden=4, generator=torch.Generator().manual_seed(2)).double()
+    _raises(ValueError, r"^x: expected a positive height and width", glow, torch.zeros(2, 1, 0, 4, dtype=F64))
+    zs, _ = glow(torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(3), dtype=F64))
+    _raises(ValueError, r"^zs\[1\]: expected shape \(2, 8, 1, 1\)", glow.inverse, [zs[0], zs[1][:1]])
+    _raises(ValueError, r"^zs\[0\]: expected shape \(2, 2, 2, 2\)", glow.inverse, [zs[0][:, :1], zs[1]])
+    _raises(TypeError, r"^zs\[0\]: dtype torch.float32 differs from the model's", glow.inverse, [z.float() for z in zs])
+    _raises(TypeError, r"^zs\[0\]: expected a torch.Tensor", glow.inverse, [[1.0], zs[1]])
+    _raises(ValueError, r"^height: must be divisible by 4", glow.latent_shapes, 3, 4)
+    _raises(ValueError, r"^width: must be >= 1", glow.latent_shapes, 4, 0)
+    _raises(TypeError, r"^height: expected an int", glow.latent_shapes, "4", 4)
+
+
+def test_cflow_names_its_own_arguments():
+    """Mismatches were reported by the inner flows as 'x', 'y' or 'cond'."""
+    cf = flows.CFlow(2, 3, steps=1, hidden=4, generator=torch.Generator().manual_seed(5)).double()
+    xa, xb = torch.randn(4, 2, dtype=F64), torch.randn(4, 3, dtype=F64)
+    _raises(TypeError, r"^x_a: expected a torch.Tensor", cf.encode_a, xa.tolist())
+    _raises(ValueError, r"^x_a: expected 2 channels", cf.encode_a, xb)
+    _raises(ValueError, r"^x_b: batch of 4 differs from x_a's 3", cf.encode_b, xb, xa[:3])
+    _raises(ValueError, r"^x_b: expected 3 channels", cf.encode_b, xa, xa)
+    _raises(ValueError, r"^z_b: batch of 4 differs from z_a's 3", cf.decode_b, xb, xa[:3])
+    _raises(TypeError, r"^z_a: expected a torch.Tensor", cf.decode_b, xb, xa.tolist())
+    _raises(ValueError, r"^x_b: batch of 3 differs from x_a's 4", cf.log_prob, xa, xb[:3])
+    _raises(ValueError, r"^x_a2: batch of 3 differs from x_a1's 4", cf.transfer, xb, xa, xa[:3])
+    _raises(TypeError, r"^x_b: dtype torch.float32", cf.log_prob, xa, xb.float())
+
+
+def test_train_flow_checks_model_and_data_against_it():
+    """A non-module model was an AttributeError, one without parameters Adam's unnamed ValueError; data on
+    another device a RuntimeError, in another dtype reported as an inner layer's 'x'."""
+    m = flows.Flow(2, steps=1, hidden=4).double()
+    data = torch.randn(8, 2, dtype=F64)
+    _raises(TypeError, r"^model: expected an nn.Module", flows.train_flow, 3, data)
+    _raises(ValueError, r"^model: has no parameters", flows.train_flow, torch.nn.Identity(), data)
+    _raises(ValueError, r"^data: on meta", flows.train_flow, m, data.to("meta"))
+    _raises(TypeError, r"^data: dtype torch.float32 differs from the model's", flows.train_flow, m, data.float())

@@ -336,3 +336,217 @@ def test_dcgan_discriminator_needs_a_batch_of_images(shape):
     # (1, 1, 16) has the right "channel" count in position 1: only the ndim check refuses it
     with pytest.raises(ValueError, match=rf"^x: expected 4 dimensions, got shape {re.escape(str(shape))}$"):
         gan.DCGANDiscriminator(channels=1)(torch.zeros(shape))
+
+
+# --------------------------------------------------------------------------- degenerate inputs (sweep)
+
+
+def _raises(exc, pattern, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` raises ``exc`` whose message starts with ``pattern`` (the argument's name)."""
+    with pytest.raises(exc, match=rf"^{pattern}"):
+        fn(*args, **kwargs)
+
+
+E = torch.zeros(0, dtype=f64)
+A = torch.tensor([0.3, -1.2, 2.0], dtype=f64)
+
+
+def test_sample_means_of_no_sample_are_refused():
+    """The mean over an empty batch was a silent NaN in V, the losses and the critic loss."""
+    _raises(ValueError, "d_real_logits: the expectation needs at least one sample", gan.value_function, E, A)
+    _raises(ValueError, "d_fake_logits: the expectation", gan.value_function, A, E)
+    _raises(ValueError, "d_real_logits", gan.discriminator_loss, E, A)
+    _raises(ValueError, "d_fake_logits", gan.generator_loss, E)
+    _raises(ValueError, "d_fake_logits", gan.generator_loss, E, "saturating")
+    _raises(ValueError, "d_real: the expectation", gan.value_function_probs, E, torch.tensor([0.5], dtype=f64))
+    _raises(ValueError, "critic_fake", gan.wgan_critic_loss, A, E)
+    x = torch.zeros(0, 2, dtype=f64)
+    _raises(ValueError, "real: the expectation", gan.gradient_penalty, lambda t: t.sum(1), x, x)
+    _raises(ValueError, "fake: the L1 term", gan.pix2pix_generator_loss, A, x, x)
+    y = torch.randn(3, 2, dtype=f64)
+    _raises(ValueError, "x: the cycle loss", gan.cycle_consistency_loss, x, y, lambda v: v, lambda v: v)
+    _raises(ValueError, "y: the cycle loss", gan.cycle_consistency_loss, y, x, lambda v: v, lambda v: v)
+
+
+def test_nan_and_infinite_masses_and_probabilities_are_refused():
+    """NaN compares false with 0, so NaN masses passed and became 0 (a finite, wrong V) or D* = 1/2; NaN
+    probabilities gave NaN; an infinite mass gave inf / inf = NaN."""
+    pd, pm = torch.tensor([0.5, 0.5], dtype=f64), torch.tensor([0.2, 0.8], dtype=f64)
+    d = gan.optimal_discriminator(pd, pm)
+    for bad in (math.nan, math.inf):
+        v = torch.tensor([bad, 0.5], dtype=f64)
+        _raises(ValueError, "p_d: densities must be finite", gan.value_function_densities, v, pm, d)
+        _raises(ValueError, "p_m: densities must be finite", gan.optimal_discriminator, pd, v)
+    _raises(ValueError, "d_fake: probabilities must lie in", gan.value_function_probs, pd, torch.tensor([math.nan], dtype=f64))
+    _raises(ValueError, "d_fake: on meta", gan.value_function_probs, pd, pd.to("meta"))
+
+
+def test_density_shapes_must_match_without_broadcasting():
+    """Mismatched shapes were a broadcasting RuntimeError, or broadcast silently into a batch of values."""
+    pd, pm = torch.tensor([0.5, 0.5, 0.0], dtype=f64), torch.tensor([0.0, 0.5, 0.5], dtype=f64)
+    d = gan.optimal_discriminator(pd, pm)
+    _raises(ValueError, r"p_m: shape \(2,\) differs from p_d's \(3,\)", gan.optimal_discriminator, pd, pm[:2])
+    _raises(ValueError, r"p_m: shape \(2,\) differs", gan.value_function_densities, pd, pm[:2], d)
+    _raises(ValueError, r"p_m: shape \(3,\) differs from p_d's \(2, 3\)", gan.value_function_densities,
+            pd.expand(2, 3), pm, d)
+
+
+def test_optimal_discriminator_of_huge_densities():
+    """p_d + p_m overflowed to inf for densities near the float64 maximum, so D* came out 0 instead of the
+    ratio: p_d / (p_d + p_m) = 1/2 for equal densities, 1/3 for p_m = 2 p_d."""
+    big = torch.tensor([1e308, 0.5e308], dtype=f64)
+    assert_close(gan.optimal_discriminator(big, torch.tensor([1e308, 1e308], dtype=f64)),
+                 torch.tensor([0.5, 1 / 3], dtype=f64))
+    tiny = torch.tensor([1e-320, 0.0], dtype=f64)
+    assert_close(gan.optimal_discriminator(tiny, torch.tensor([1e-320, 0.0], dtype=f64)),
+                 torch.tensor([0.5, 0.5], dtype=f64))
+
+
+def test_divergences_of_an_empty_batch_are_empty():
+    """A batch (0, K) of probability vectors was a RuntimeError of max() in the probability check."""
+    p = torch.zeros(0, 3, dtype=f64)
+    assert gan.kl_divergence(p, p).shape == (0,)
+    assert gan.js_divergence(p, p).shape == (0,)
+    with pytest.raises(ValueError, match=r"^p: must sum to 1"):  # but (2, 0) has no probability vector
+        gan.kl_divergence(torch.zeros(2, 0, dtype=f64), torch.zeros(2, 0, dtype=f64))
+
+
+def test_train_gan_checks_networks_betas_and_batches():
+    """Non-module networks were AttributeErrors, one without parameters Adam's unnamed ValueError, bad betas
+    Adam's unnamed errors; an empty batch gave NaN losses, a float32 batch into float64 networks and a
+    discriminator with 3 outputs per sample a RuntimeError or a silently longer loss."""
+    torch.manual_seed(0)
+    G, D = nn.Linear(2, 2).double(), nn.Linear(2, 1).double()
+    data, noise = (lambda: torch.randn(8, 2, dtype=f64)), (lambda: torch.randn(8, 2, dtype=f64))
+    _raises(TypeError, "generator: expected an nn.Module", gan.train_gan, lambda z: z, D, data, noise, steps=1)
+    _raises(TypeError, "discriminator: expected an nn.Module", gan.train_gan, G, 3, data, noise, steps=1)
+    _raises(ValueError, "generator: has no parameters", gan.train_gan, nn.Identity(), D, data, noise, steps=1)
+    _raises(ValueError, "betas: must be < 1", gan.train_gan, G, D, data, noise, steps=1, betas=(1.5, 0.9))
+    _raises(TypeError, "betas: expected two numbers", gan.train_gan, G, D, data, noise, steps=1, betas="ab")
+    _raises(ValueError, "sample_data: returned an empty batch", gan.train_gan, G, D,
+            lambda: torch.zeros(0, 2, dtype=f64), noise, steps=1)
+    _raises(ValueError, "sample_noise: returned an empty batch", gan.train_gan, G, D, data,
+            lambda: torch.zeros(0, 2, dtype=f64), steps=1)
+    _raises(TypeError, "sample_data: returned torch.float32", gan.train_gan, G, D, lambda: torch.randn(8, 2), noise, steps=1)
+    _raises(TypeError, "sample_data: expected to return a tensor", gan.train_gan, G, D, lambda: [[1.0, 2.0]], noise, steps=1)
+    _raises(ValueError, "discriminator: expected one logit per sample", gan.train_gan, G, nn.Linear(2, 3).double(),
+            data, noise, steps=1)
+
+
+def test_dcgan_networks_check_inputs_against_their_layers_and_size():
+    """A float32 code or image into float64 networks, or one on another device, was a RuntimeError inside a
+    convolution; a discriminator input too small was a RuntimeError, one too large 'shape [2] is invalid'."""
+    g = gan.DCGANGenerator(nz=4, features=4, ups=1).double()
+    _raises(TypeError, "z: dtype torch.float32 differs from the generator's", g, torch.randn(2, 4))
+    _raises(ValueError, "z: on meta", g, torch.randn(2, 4, dtype=f64, device="meta"))
+    d = gan.DCGANDiscriminator(features=4, downs=1).double()
+    for shape in ((2, 1, 4, 4), (2, 1, 16, 16), (2, 1, 8, 16)):
+        _raises(ValueError, r"x: expected 8 x 8 images", d, torch.zeros(shape, dtype=f64))
+    _raises(TypeError, "x: dtype torch.float32 differs from the discriminator's", d, torch.zeros(2, 1, 8, 8))
+    _raises(ValueError, "x: on meta", d, torch.zeros(2, 1, 8, 8, dtype=f64, device="meta"))
+    assert d(torch.zeros(2, 1, 9, 9, dtype=f64)).shape == (2,)  # floors to the same 4 x 4 map
+
+
+def test_gradient_penalty_checks_eps_and_the_critic():
+    """eps on another device was a RuntimeError, eps outside [0, 1] (or NaN) extrapolated silently; a 0-d real
+    was an IndexError; a critic returning a list an AttributeError, (B, D) or a scalar silently a different
+    penalty; a critic that ignores its input (gradient zero) was autograd's RuntimeError, and is weight * 1."""
+    r = torch.randn(3, 2, dtype=f64, generator=generator(0))
+    c = lambda t: t.sum(1)  # noqa: E731
+    _raises(ValueError, "eps: on meta", gan.gradient_penalty, c, r, r, eps=torch.rand(3, dtype=f64, device="meta"))
+    _raises(ValueError, "eps: entries must be <= 1", gan.gradient_penalty, c, r, r, eps=torch.full((3,), 2.0, dtype=f64))
+    _raises(ValueError, "eps: entries must be >= 0", gan.gradient_penalty, c, r, r, eps=torch.full((3,), math.nan, dtype=f64))
+    _raises(ValueError, "real: expected a batch", gan.gradient_penalty, c, torch.tensor(1.0, dtype=f64), torch.tensor(1.0, dtype=f64))
+    for bad in (lambda t: [1.0], lambda t: t, lambda t: t.sum()):
+        _raises(ValueError, "critic: expected one value per sample", gan.gradient_penalty, bad, r, r)
+    const = lambda t: torch.ones(t.shape[0], dtype=f64)  # noqa: E731
+    assert_close(gan.gradient_penalty(const, r, r, weight=3.0), torch.tensor(3.0, dtype=f64))
+
+
+def test_pix2pix_logits_must_match_the_images():
+    """Logits on another device than the images gave a result on that device; in another dtype, promoted."""
+    x = torch.randn(3, 2, dtype=f64)
+    _raises(ValueError, "d_fake_logits: on meta", gan.pix2pix_generator_loss, A.to("meta"), x, x)
+    _raises(TypeError, "d_fake_logits: dtype torch.float32", gan.pix2pix_generator_loss, A.float(), x, x)
+
+
+def test_cycle_losses_check_the_translators():
+    """A translator changing the shape or batch broadcast silently against x; a list return was an unnamed
+    TypeError; in the full objective a non-callable F_xy was "'int' object is not callable", x a list or a
+    discriminator returning a list AttributeErrors; y on another device gave a result on that device."""
+    x = torch.randn(3, 2, dtype=f64)
+    ident = lambda v: v  # noqa: E731
+    _raises(ValueError, r"G_yx: G_yx\(F_xy\(\.\)\) must have its input's shape", gan.cycle_consistency_loss,
+            x, x, lambda v: v[:, :1], ident)
+    _raises(ValueError, r"G_yx: G_yx\(F_xy\(\.\)\)", gan.cycle_consistency_loss, x, x, lambda v: v[:1], ident)
+    _raises(TypeError, "F_xy: expected to return a tensor", gan.cycle_consistency_loss, x, x, lambda v: [1.0], ident)
+    _raises(ValueError, "y: on meta", gan.cycle_consistency_loss, x, x.to("meta"), ident, ident)
+    critic = lambda v: v.sum(1)  # noqa: E731
+    _raises(TypeError, "F_xy: expected a callable", gan.cyclegan_generator_loss, x, x, 3, ident, critic, critic)
+    _raises(TypeError, "x: expected a torch.Tensor", gan.cyclegan_generator_loss, [[1.0]], x, ident, ident, critic, critic)
+    _raises(TypeError, "D_y: expected to return a tensor", gan.cyclegan_generator_loss, x, x, ident, ident,
+            lambda v: [1.0], critic)
+
+
+def test_frechet_distance_refuses_empty_and_non_finite_statistics():
+    """D = 0 was an IndexError of amax(); NaN in sigma1 a LinAlgError of eigh, NaN or inf in a mean a silent
+    NaN; fid's mismatched devices and dtypes were named as the inner mu2."""
+    mu, S = torch.zeros(2, dtype=f64), torch.eye(2, dtype=f64)
+    _raises(ValueError, "mu1: expected at least one feature", gan.frechet_distance, mu[:0], S[:0, :0], mu[:0], S[:0, :0])
+    _raises(ValueError, "sigma1: contains NaN", gan.frechet_distance, mu, S * math.nan, mu, S)
+    _raises(ValueError, "mu2: contains NaN", gan.frechet_distance, mu, S, mu + math.inf, S)
+    f = torch.randn(5, 2, dtype=f64, generator=generator(1))
+    _raises(ValueError, "features_real: expected at least one feature column", gan.fid, f[:, :0], f[:, :0])
+    _raises(ValueError, "features_fake: on meta", gan.fid, f, f.to("meta"))
+    _raises(TypeError, "features_fake: dtype torch.float32", gan.fid, f, f.float())
+
+
+def test_invert_generator_checks_codes_mask_and_generator():
+    """An empty batch was a RuntimeError of reshape(0, -1) (now: no image, no code, an empty result); a batch
+    mismatch, a mask that does not broadcast and a generator output of another shape were broadcasting
+    RuntimeErrors; z0 in another dtype or device a RuntimeError inside G; a generator ignoring z autograd's
+    RuntimeError (the gradient is zero: z stays z0)."""
+    G = nn.Linear(2, 3).double()
+    x, z0 = torch.randn(4, 3, dtype=f64, generator=generator(2)), torch.randn(4, 2, dtype=f64, generator=generator(3))
+    assert gan.invert_generator(G, x[:0], z0[:0], steps=2).shape == (0, 2)
+    _raises(ValueError, "z0: batch of 2 differs from x's 4", gan.invert_generator, G, x, z0[:2], steps=1)
+    _raises(TypeError, "z0: dtype torch.float32", gan.invert_generator, G, x, z0.float(), steps=1)
+    _raises(ValueError, "z0: on meta", gan.invert_generator, G, x, z0.to("meta"), steps=1)
+    _raises(ValueError, r"mask: shape \(5,\) does not broadcast", gan.invert_generator, G, x, z0, steps=1,
+            mask=torch.ones(5, dtype=f64))
+    _raises(ValueError, "generator: expected images of x's shape", gan.invert_generator, lambda z: z, x, z0, steps=1)
+    _raises(ValueError, "generator: expected images", gan.invert_generator, lambda z: [1.0], x, z0, steps=1)
+    _raises(ValueError, "x: expected a batch", gan.invert_generator, G, torch.tensor(1.0, dtype=f64), z0, steps=1)
+    const = lambda z: torch.zeros(4, 3, dtype=f64)  # noqa: E731
+    assert torch.equal(gan.invert_generator(const, x, z0, steps=3), z0)
+
+
+def test_unrolled_generator_loss_checks_networks_and_batches():
+    """A non-module discriminator was an AttributeError, a non-callable generator an unnamed TypeError; real
+    or z in another dtype / on another device RuntimeErrors inside a layer; a frozen discriminator autograd's
+    RuntimeError (it cannot move: the loss is the ordinary one); 3 logits per sample silently a longer loss;
+    an empty batch was named as the inner d_real_logits / d_fake_logits."""
+    torch.manual_seed(0)
+    G, D = nn.Linear(2, 2).double(), nn.Linear(2, 1).double()
+    z, real = torch.randn(4, 2, dtype=f64), torch.randn(5, 2, dtype=f64)
+    f = gan.unrolled_generator_loss
+    _raises(TypeError, "discriminator: expected an nn.Module", f, G, lambda v: v, z, real, k=1, lr=0.1)
+    _raises(TypeError, "generator: expected a callable", f, 3, D, z, real, k=1, lr=0.1)
+    _raises(TypeError, "real: dtype torch.float32 differs from the discriminator's", f, G, D, z, real.float(), k=1, lr=0.1)
+    _raises(ValueError, "real: on meta", f, G, D, z, real.to("meta"), k=1, lr=0.1)
+    _raises(TypeError, "z: dtype torch.float32 differs from the generator's", f, G, D, z.float(), real, k=1, lr=0.1)
+    _raises(ValueError, "discriminator: expected one logit per sample", f, G, nn.Linear(2, 3).double(), z, real, k=1, lr=0.1)
+    _raises(ValueError, "z: the generator loss needs at least one", f, G, D, z[:0], real, k=1, lr=0.1)
+    _raises(ValueError, "real: the unrolled discriminator steps need", f, G, D, z, real[:0], k=1, lr=0.1)
+    frozen = nn.Linear(2, 1).double().requires_grad_(False)
+    assert_close(f(G, frozen, z, real, k=3, lr=0.1), f(G, frozen, z, real, k=0, lr=0.1))
+
+
+def test_adain_with_eps_zero_refuses_constant_feature_maps():
+    """eps = 0 is allowed, but a constant map (every 1 x 1 map) was then 0 / 0 = NaN; with eps > 0 it is the
+    style's bias."""
+    x = torch.ones(2, 3, 4, 4, dtype=f64)
+    s, b = torch.full((2, 3), 2.0, dtype=f64), torch.full((2, 3), 0.5, dtype=f64)
+    _raises(ValueError, "x: a feature map is constant", gan.adain, x, s, b, 0.0)
+    _raises(ValueError, "x: a feature map is constant", gan.adain, torch.randn(2, 3, 1, 1, dtype=f64), s, b, 0.0)
+    assert_close(gan.adain(x, s, b), torch.full_like(x, 0.5))

@@ -585,3 +585,124 @@ def test_dvr_render_and_functional():
     x = torch.randn(4, 3, dtype=F64)
     torch.testing.assert_close(fn(x, *params), lin(x))
     torch.testing.assert_close(fn(x, *[2 * p for p in params]), x @ (2 * lin.weight.T) + 2 * lin.bias)
+
+
+# ---- degenerate inputs (sweep) -----------------------------------------------------------------
+
+def test_plane_normal_of_any_finite_scale():
+    """A tiny normal's squared norm underflowed to 0 ('must be non-zero' for a non-zero normal); an infinite
+    or NaN normal gave NaN distances. The distance does not depend on the normal's scale."""
+    x = torch.stack([t(1.0, 2.0, 3.0), t(0.0, 0.0, -1.0)])
+    for scale in (1e-200, 1e200):
+        torch.testing.assert_close(im.sdf_plane(x, scale * t(0.0, 0.0, 2.0), scale * 2.0), t(4.0, 0.0))
+    _raises(ValueError, r"^normal: must be non-zero", im.sdf_plane, x, t(math.inf, 0.0, 1.0))
+    _raises(ValueError, r"^normal: must be non-zero", im.sdf_plane, x, t(math.nan, 0.0, 1.0))
+
+
+def test_grid_points_extreme_bound_and_bad_dtype_or_device():
+    """bound near the float64 maximum overflowed linspace's step (inf / NaN points); an integer dtype gave a
+    silently truncated grid, a string dtype a TypeError from linspace, a bad device a RuntimeError."""
+    g = im.grid_points(3, 1e308)
+    assert torch.isfinite(g).all()
+    torch.testing.assert_close(g[2, 1, 0], t(1e308, 0.0, -1e308))
+    _raises(TypeError, r"^dtype", im.grid_points, 4, 1.0, dtype=torch.long)
+    _raises(TypeError, r"^dtype", im.grid_points, 4, 1.0, dtype="float")
+    _raises(ValueError, r"^device", im.grid_points, 4, 1.0, device="nope")
+
+
+def test_conditioned_networks_check_dtype_and_device():
+    """x in another dtype than the layers, or z on another device than x, were RuntimeErrors inside a layer;
+    z in float32 with float64 x was silently promoted."""
+    for cls in (im.DeepSDF, im.OccupancyNetwork):
+        net = cls(2, 4, 1).double()
+        x, z = torch.zeros(2, 5, 3, dtype=F64), torch.zeros(2, 2, dtype=F64)
+        _raises(TypeError, r"^x: dtype torch.float32 differs from the network's", net, x.float(), z.float())
+        _raises(ValueError, r"^x: on meta", net, x.to("meta"), z.to("meta"))
+        _raises(ValueError, r"^z: on meta", net, x, z.to("meta"))
+        _raises(TypeError, r"^z: dtype", net, x, z.float())
+        assert net(x[:0], z[:0]).shape == (0, 5)  # an empty batch stays fine
+
+
+def test_mean_losses_refuse_empty_inputs_and_nan_targets():
+    """The mean over no element was a silent NaN; a NaN occupancy target passed the [0, 1] check."""
+    e = torch.zeros(0, dtype=F64)
+    _raises(ValueError, r"^logits: the mean loss needs at least one", im.occupancy_loss, e, e)
+    _raises(ValueError, r"^pred: the mean loss needs at least one", im.sdf_loss, e, e)
+    _raises(ValueError, r"^occupancy: targets", im.occupancy_loss, t(0.3), t(math.nan))
+    S = torch.randn(5, 3, dtype=F64)
+    _raises(ValueError, r"^surface_points: .* at least one point", im.point_cloud_loss, FN, S[:0], S)
+    _raises(ValueError, r"^space_points: .* at least one point", im.point_cloud_loss, FN, S, S[:0])
+
+
+def test_spatial_gradient_of_a_constant_and_of_bad_outputs():
+    """A field that does not depend on x (a constant, or one of parameters only) has gradient zero: this was
+    autograd's RuntimeError 'does not require grad'; a non-tensor or integer output was an AttributeError or
+    that RuntimeError."""
+    x = torch.randn(4, 3, dtype=F64)
+    assert torch.equal(im.spatial_gradient(lambda p: torch.ones(p.shape[:-1], dtype=F64), x), torch.zeros(4, 3, dtype=F64))
+    w = torch.ones(1, dtype=F64, requires_grad=True)
+    assert torch.equal(im.spatial_gradient(lambda p: w * torch.ones(p.shape[:-1], dtype=F64), x), torch.zeros(4, 3, dtype=F64))
+    # the eikonal loss of a constant field is then lam * (0 - 1)^2
+    torch.testing.assert_close(im.point_cloud_loss(lambda p: torch.zeros(p.shape[0], dtype=F64), x, x), torch.tensor(0.1, dtype=F64))
+    _raises(TypeError, r"^f: expected to return a floating-point tensor", im.spatial_gradient, lambda p: [1.0], x)
+    _raises(TypeError, r"^f: expected to return a floating-point tensor", im.spatial_gradient, lambda p: p.long().sum(-1), x)
+
+
+def test_marching_tetrahedra_refuses_non_finite_values_like_marching_cubes():
+    """NaN or inf samples gave NaN vertices (marching_cubes already refused them)."""
+    v = torch.randn(3, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    for bad in (math.nan, math.inf):
+        w = v.clone()
+        w[1, 1, 1] = bad
+        _raises(ValueError, r"^values: contains NaN or infinite values", im.marching_tetrahedra, w)
+
+
+def test_mesh_area_faces_on_another_device():
+    """faces on another device than verts was a RuntimeError (meta) or a result on the wrong device."""
+    verts = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], dtype=F64)
+    faces = torch.tensor([[0, 1, 2]])
+    _raises(ValueError, r"^faces: on meta, but verts is on cpu", im.mesh_area, verts, faces.to("meta"))
+    _raises(ValueError, r"^faces: on cpu, but verts is on meta", im.mesh_area, verts.to("meta"), faces)
+
+
+def test_secant_is_elementwise_without_broadcasting():
+    """Mismatched shapes were a RuntimeError or silently broadcast, mixed dtypes promoted, another device a
+    RuntimeError; fn returning one value for all x (a sum) broadcast into wrong iterates."""
+    a = t(0.0, 1.0)
+    _raises(ValueError, r"^x0: expected shape \(2\)", im.secant_step, t(0.0), a, a, a + 1)
+    _raises(ValueError, r"^f1: expected shape \(2\)", im.secant_step, a, a, a, t(1.0, 2.0, 3.0))
+    _raises(TypeError, r"^f0: dtype torch.float32 differs from x1's", im.secant_step, a, a, a.float(), a + 1)
+    _raises(ValueError, r"^f1: on meta", im.secant_step, a, a, a, a.to("meta"))
+    x0, x1 = t(1.0, 0.0), t(2.0, 3.0)
+    _raises(ValueError, r"^fn: expected to return x's shape \(2,\)", im.secant_iterates, lambda x: (x * x - 2).sum(), x0, x1, 2)
+    _raises(TypeError, r"^fn: expected to return a tensor", im.secant_iterates, lambda x: [1.0], x0, x1, 2)
+    _raises(TypeError, r"^fn: returned torch.float32", im.secant_iterates, lambda x: (x * x - 2).float(), x0, x1, 2)
+
+
+def test_ray_march_checks_fn_values_and_ignores_nan_steps():
+    """fn values of the wrong shape came back as a bracket of that shape (or an IndexError for a scalar); a
+    non-tensor was "'float' object is not subscriptable". NaN's sign is unequal to every sign, so a field NaN
+    everywhere 'hit' at the first step; now NaN steps are no crossing, and the real crossing is still found."""
+    _raises(ValueError, r"^fn: expected values \(R, n_steps\)", im.ray_march, lambda p: p, O, W, 0.0, 6.0)
+    _raises(ValueError, r"^fn: expected values \(R, n_steps\)", im.ray_march, lambda p: p.sum(), O, W, 0.0, 6.0)
+    _raises(TypeError, r"^fn: expected to return a tensor", im.ray_march, lambda p: 1, O, W, 0.0, 6.0)
+    _, _, hit = im.ray_march(lambda p: FN(p) * math.nan, O, W, 0.0, 6.0, 5)
+    assert hit.tolist() == [False, False]
+    # NaN in front of the sphere (z < -2.5): the crossing at depth 2 is bracketed by [1.5, 3]
+    nan_front = lambda p: torch.where(p[..., 2] < -2.5, math.nan, FN(p))  # noqa: E731
+    t0, t1, hit = im.ray_march(nan_front, O, W, 0.0, 6.0, 5)
+    assert hit.tolist() == [True, False] and (t0[0].item(), t1[0].item()) == (1.5, 3.0)
+
+
+def test_depth_functions_need_ray_batches_and_theta_on_their_device():
+    """Rays (3,) were a RuntimeError inside torch.stack; theta on another device a RuntimeError inside fn;
+    a colour function with the wrong output was returned as the render."""
+    r = t(1.0)
+    for f in (im.surface_depth, im.surface_depth_unrolled):
+        _raises(ValueError, r"^origins: expected 2 dimensions", f, _ball, O[0], W[0], r, t_near=0.0, t_far=6.0)
+        _raises(ValueError, r"^theta\[0\]: on meta", f, _ball, O, W, r.to("meta"), t_near=0.0, t_far=6.0)
+        _raises(ValueError, r"^fn: expected values", f, lambda p, r: _ball(p, r)[..., None], O, W, r,
+                t_near=0.0, t_far=6.0)
+    _raises(ValueError, r"^origins: expected 2 dimensions", im.ray_march, FN, O[None], W[None], 0.0, 6.0)
+    _raises(ValueError, r"^color_fn: expected colours", im.dvr_render, _ball, lambda p: p[:, :1], O, W, r, t_near=0.0, t_far=6.0)
+    _raises(ValueError, r"^color_fn: expected colours", im.dvr_render, _ball, lambda p: 1, O, W, r, t_near=0.0, t_far=6.0)

@@ -36,6 +36,20 @@ def check_tensor(x, name: str, *, ndim: int | Sequence[int] | None = None, float
     return x
 
 
+def check_returned(value, name: str, like: torch.Tensor, *, shape: Sequence[int] | None = None) -> torch.Tensor:
+    """What the caller's function ``name`` returned: a tensor (of ``shape`` if given) on ``like``'s
+    device and in its dtype. The errors name the function, not the internal argument it feeds."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected to return a tensor, got {type(value).__name__}")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected to return shape {tuple(shape)}, got {tuple(value.shape)}")
+    if value.device != like.device:
+        raise ValueError(f"{name}: returned a tensor on {value.device}, expected {like.device}")
+    if value.dtype != like.dtype:
+        raise TypeError(f"{name}: returned {value.dtype}, expected {like.dtype}")
+    return value
+
+
 def check_same(ref: torch.Tensor, ref_name: str, **others: torch.Tensor) -> None:
     """Check that every tensor in ``others`` has ``ref``'s device and dtype."""
     for name, t in others.items():

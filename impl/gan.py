@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impl._checks import (check_choice, check_float, check_int, check_probability, check_range, check_same,
-                          check_same_shape, check_symmetric_psd, check_tensor)
+from impl._checks import (check_choice, check_float, check_int, check_probability, check_range, check_returned,
+                          check_same, check_same_shape, check_symmetric_psd, check_tensor)
 
 
 # ---------------------------------------------------------------------------------- value function
@@ -176,15 +176,9 @@ def _trainable(module, name: str) -> torch.Tensor:
 def _draw(sample, name: str, like: torch.Tensor) -> torch.Tensor:
     """sample(): a non-empty batch in the dtype and on the device of the network that reads it (shape and
     device checks only: no host synchronisation per step)."""
-    x = sample()
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected to return a tensor, got {type(x).__name__}")
+    x = check_returned(sample(), name, like)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"{name}: returned an empty batch, shape {tuple(x.shape)}")
-    if x.device != like.device:
-        raise ValueError(f"{name}: returned a batch on {x.device}, but the network is on {like.device}")
-    if x.dtype != like.dtype:
-        raise TypeError(f"{name}: returned {x.dtype}, but the network is {like.dtype}")
     return x
 
 

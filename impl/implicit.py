@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from impl._checks import check_float, check_index, check_int, check_same, check_tensor
+from impl._checks import check_float, check_index, check_int, check_returned, check_same, check_tensor
 
 # --------------------------------------------------------------------------- analytic shapes
 
@@ -566,16 +566,7 @@ def secant_step(x0: torch.Tensor, x1: torch.Tensor, f0: torch.Tensor, f1: torch.
 
 def _values(fn, x, name="fn"):
     """fn(x), checked to be elementwise: a tensor of x's shape, dtype and device."""
-    f = fn(x)
-    if not isinstance(f, torch.Tensor):
-        raise TypeError(f"{name}: expected to return a tensor, got {type(f).__name__}")
-    if f.shape != x.shape:
-        raise ValueError(f"{name}: expected to return x's shape {tuple(x.shape)}, got {tuple(f.shape)}")
-    if f.device != x.device:
-        raise ValueError(f"{name}: returned values on {f.device} for x on {x.device}")
-    if f.dtype != x.dtype:
-        raise TypeError(f"{name}: returned {f.dtype} for x of {x.dtype}")
-    return f
+    return check_returned(fn(x), name, x, shape=x.shape)
 
 
 def secant_iterates(fn, x0: torch.Tensor, x1: torch.Tensor, n_iter: int) -> torch.Tensor:

@@ -65,18 +65,25 @@ def test_gradients_match_torch_lstm():
     torch.testing.assert_close(W.grad, W_torch_grad)
 
 
-@pytest.mark.claim("lstm.equations")
-@settings(max_examples=10)
-@given(seed=seeds(), T=st.integers(1, 9), bias=st.booleans())
-def test_fast_path_equals_the_plain_unrolled_lstm(seed, T, bias):
-    # values and all five gradients, against autograd through the plain loop; the final state's
-    # gradients too (a mutant that drops d_hT or d_cT in the hand-written backward fails here)
+def _sequence_inputs(seed, T, bias):
+    """The generator after the draws, and float64 (x: (T, 2, 3), h0, c0: (2, 4), W: (16, 7), b: (16,) or None)."""
     g = generator(seed)
     B, D, H = 2, 3, 4
     x = torch.randn(T, B, D, generator=g, dtype=torch.float64)
     h0, c0 = (torch.randn(B, H, generator=g, dtype=torch.float64) for _ in range(2))
     W = torch.randn(4 * H, D + H, generator=g, dtype=torch.float64)
     b = torch.randn(4 * H, generator=g, dtype=torch.float64) if bias else None
+    return g, (x, h0, c0, W, b)
+
+
+@pytest.mark.claim("lstm.equations")
+@settings(max_examples=10)
+@given(seed=seeds(), T=st.integers(1, 9), bias=st.booleans())
+def test_fast_path_equals_the_plain_unrolled_lstm(seed, T, bias):
+    # values and all five gradients, against autograd through the plain loop; the final state's
+    # gradients too (a mutant that drops d_hT or d_cT in the hand-written backward fails here)
+    g, (x, h0, c0, W, b) = _sequence_inputs(seed, T, bias)
+    B, H = h0.shape
     w_hs, w_h, w_c = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((T, B, H), (B, H), (B, H)))
     grads = []
     for fn in (L.lstm_sequence, L.lstm_sequence_fast):
@@ -97,12 +104,8 @@ def test_fast_path_without_gradients_equals_the_plain_unrolled_lstm(seed, T, ste
     # at these sizes) is shrunk here so that blocks end inside the sequence and the last one is
     # partial: a block that starts at the wrong step, a buffer left stale or the caller's c0 changed
     # in place all fail here.
-    g = generator(seed)
-    B, D, H = 2, 3, 4
-    x = torch.randn(T, B, D, generator=g, dtype=torch.float64)
-    h0, c0 = (torch.randn(B, H, generator=g, dtype=torch.float64) for _ in range(2))
-    W = torch.randn(4 * H, D + H, generator=g, dtype=torch.float64)
-    b = torch.randn(4 * H, generator=g, dtype=torch.float64) if bias else None
+    _, (x, h0, c0, W, b) = _sequence_inputs(seed, T, bias)
+    B, H = h0.shape
     inputs = [t.clone() for t in (x, h0, c0, W)]
     expected = L.lstm_sequence(x, h0, c0, W, b)
     with pytest.MonkeyPatch.context() as mp:

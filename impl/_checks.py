@@ -50,6 +50,13 @@ def check_returned(value, name: str, like: torch.Tensor, *, shape: Sequence[int]
     return value
 
 
+def check_bool(value, name: str) -> bool:
+    """A flag must be a bool: a string "False" or a tensor would otherwise be taken as true."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+    return value
+
+
 def check_same(ref: torch.Tensor, ref_name: str, **others: torch.Tensor) -> None:
     """Check that every tensor in ``others`` has ``ref``'s device and dtype."""
     for name, t in others.items():

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from impl._checks import check_int, check_same, check_tensor
+from impl._checks import check_bool, check_int, check_same, check_tensor
 
 
 def causal_mask(T: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -49,6 +49,7 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, *, causal: bool = False,
     q: (..., Tq, d), k: (..., Tk, d), mask: additive, broadcastable to (..., Tq, Tk).
     Returns (..., Tq, Tk); each row is a probability vector over the allowed keys.
     """
+    check_bool(causal, "causal")
     _check_qk(q, k)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if causal:
@@ -68,6 +69,7 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
     q: (..., Tq, d), k: (..., Tk, d), v: (..., Tk, dv) -> (..., Tq, dv).
     """
+    check_bool(causal, "causal")
     _check_qkv(q, k, v)
     return attention_weights(q, k, causal=causal, mask=mask) @ v
 
@@ -94,6 +96,7 @@ def scaled_dot_product_attention_chunked(q: torch.Tensor, k: torch.Tensor, v: to
     q: (..., Tq, d), k: (..., Tk, d), v: (..., Tk, dv), mask: additive, broadcastable to
     (..., Tq, Tk) -> (..., Tq, dv).
     """
+    check_bool(causal, "causal")
     _check_qkv(q, k, v)
     Tq, Tk, d, dv = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
     if causal and Tq != Tk:
@@ -134,6 +137,7 @@ def scaled_dot_product_attention_chunked(q: torch.Tensor, k: torch.Tensor, v: to
 
 def scaled_dot_product_attention_fused(q, k, v, *, causal: bool = False) -> torch.Tensor:
     """The same through PyTorch's fused kernel (flash / memory-efficient where available)."""
+    check_bool(causal, "causal")
     _check_qkv(q, k, v)
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
@@ -144,6 +148,7 @@ def self_attention(x: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor, W_V: t
 
     x: (..., T, D_in); W_Q, W_K: (D_in, D); W_V: (D_in, Dv) -> (..., T, Dv). D is the key width.
     """
+    check_bool(causal, "causal")
     check_tensor(x, "x", ndim=(2, 3))
     for name, W in (("W_Q", W_Q), ("W_K", W_K), ("W_V", W_V)):
         check_tensor(W, name, ndim=2)
@@ -180,6 +185,8 @@ def multi_head_attention(x: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor, 
 
     x: (B, T, D_in); W_Q, W_K, W_V: (D_in, D); W_O: (D, D_out) -> (B, T, D) or (B, T, D_out).
     """
+    check_bool(causal, "causal")
+    check_bool(fused, "fused")
     check_tensor(x, "x", ndim=3)
     check_int(heads, "heads", min=1)
     for name, W in (("W_Q", W_Q), ("W_K", W_K), ("W_V", W_V)):

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 import math
 
-from impl._checks import check_choice, check_generator, check_index, check_int, check_same, check_tensor
+from impl._checks import (check_bool, check_choice, check_generator, check_index, check_int, check_same,
+                          check_tensor)
 
 
 def _check_device(x: torch.Tensor, name: str, module: nn.Module) -> None:
@@ -63,6 +64,7 @@ def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor, *, validate: bool 
 
     x must hold 0 or 1 (a value like 2 would give a "log-probability" of no distribution);
     ``validate=False`` skips that check (one host read) where the caller checked x already."""
+    check_bool(validate, "validate")
     check_tensor(logits, "logits")
     check_tensor(x, "x", shape=tuple(logits.shape))
     check_same(logits, "logits", x=x)
@@ -699,6 +701,7 @@ class WaveNet(nn.Module):
     def forward(self, x: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
         """x: (B, T) integer levels -> logits (B, K, T). ``validate=False`` skips the range check
         (a host read), as the sampler does for the levels it drew itself."""
+        check_bool(validate, "validate")
         check_tensor(x, "x", floating=False, ndim=2)
         if x.shape[1] == 0:
             raise ValueError(f"x: expected at least one time step, got shape {tuple(x.shape)}")

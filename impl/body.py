@@ -33,7 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from impl._checks import check_float, check_int, check_same, check_tensor, check_weights_sum_to_one
+from impl._checks import (check_bool, check_float, check_int, check_same, check_tensor,
+                          check_weights_sum_to_one)
 
 # SMPL's kinematic tree: parent of each of the 24 joints (root first, parent index < child index).
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
@@ -187,6 +188,7 @@ def gaussian_heatmap(centers: torch.Tensor, height: int, width: int, sigma: floa
     centers: (B, J, 2) in pixel units (x = column, y = row). Returns (B, J, H, W); with
     ``normalize`` each map is divided by its sum, a probability over the pixels.
     """
+    check_bool(normalize, "normalize")
     check_tensor(centers, "centers", ndim=3, shape=(None, None, 2), finite=True)
     check_int(height, "height", min=1)
     check_int(width, "width", min=1)
@@ -466,6 +468,7 @@ def lbs(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor,
     them once, as :class:`BodyModel` does); transforms: (B, K, 4, 4) rigid bone transforms from
     the rest pose (:func:`skinning_transforms`). Returns (B, V, 3).
     """
+    check_bool(validate, "validate")
     _check_lbs(vertices, weights, transforms, validate)
     B, V, K = vertices.shape[0], vertices.shape[1], transforms.shape[1]
     # One (12, K) x (K, V) product per body blends the 3 x 4 matrices with vertices last, so that
@@ -481,6 +484,7 @@ def lbs(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor,
 def lbs_reference(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor, *,
                   validate: bool = True) -> torch.Tensor:
     """Plain reference for :func:`lbs`: move every vertex by every bone, then weight the results."""
+    check_bool(validate, "validate")
     _check_lbs(vertices, weights, transforms, validate)
     R, t = transforms[:, :, :3, :3], transforms[:, :, :3, 3]
     moved = torch.einsum("bkij,bvj->bkvi", R, vertices) + t[:, :, None, :]   # (B, K, V, 3)

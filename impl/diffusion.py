@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impl._checks import (check_choice, check_float, check_generator, check_int, check_same, check_symmetric_psd,
-                          check_tensor)
+from impl._checks import (check_bool, check_choice, check_float, check_generator, check_int, check_same,
+                          check_symmetric_psd, check_tensor)
 
 # --------------------------------------------------------------------------------------------
 # Schedules
@@ -265,6 +265,7 @@ def ddpm_loss(eps_model, x0: torch.Tensor, betas: torch.Tensor, *, t=None, noise
     The schedule is cast to x0's dtype and device. ``validate=False`` skips the checks that read
     values on the host (the schedule's range, given t's range): a training loop validates once.
     """
+    check_bool(validate, "validate")
     check_tensor(x0, "x0", ndim=range(2, 8))
     if validate:
         _check_betas(betas)
@@ -384,6 +385,7 @@ def sample(eps_model, shape, betas: torch.Tensor, *, sigma: str = "beta", y=None
     there). Inputs are validated once before the loop: no host synchronisation per step.
     Returns x_0 (and, with return_trajectory, the list [x_T, ..., x_0]).
     """
+    check_bool(return_trajectory, "return_trajectory")
     _check_betas(betas)
     shape = tuple(shape)
     if len(shape) < 1 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impl._checks import check_float, check_generator, check_int, check_same, check_same_shape, check_tensor
+from impl._checks import (check_bool, check_float, check_generator, check_int, check_same, check_same_shape,
+                          check_tensor)
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -367,6 +368,8 @@ class AffineCoupling(nn.Module):
 
     def __init__(self, channels: int, *, hidden: int = 64, image: bool = False,
                  cond_channels: int = 0, additive: bool = False, max_log_scale: float = 3.0):
+        check_bool(image, "image")
+        check_bool(additive, "additive")
         super().__init__()
         check_int(channels, "channels", min=2)
         check_int(hidden, "hidden", min=1)
@@ -528,6 +531,7 @@ class FlowStep(nn.Module):
 
     def __init__(self, channels: int, *, hidden: int = 64, image: bool = False, cond_channels: int = 0,
                  generator: torch.Generator | None = None):
+        check_bool(image, "image")
         super().__init__()
         self.actnorm = ActNorm(channels)
         self.conv = Invertible1x1ConvLU(channels, generator=generator)

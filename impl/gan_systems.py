@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from impl import flows, nerf
-from impl._checks import (check_choice, check_float, check_generator, check_int, check_same,
+from impl._checks import (check_bool, check_choice, check_float, check_generator, check_int, check_same,
                           check_tensor)
 from impl.gan import adain
 
@@ -481,6 +481,7 @@ class GRAF(nn.Module):
                generator: torch.Generator | None = None):
         """Volume-render the conditioned field with impl/nerf.py's renderer. Codes (Z,) for every ray
         or (R, Z) per ray; origins, dirs: (R, 3) -> (rgb (R, 3), weights (R, N), t (R, N))."""
+        check_bool(stratified, "stratified")
         _check_input(origins, "origins", self, 2)
         if z_shape.ndim == 2:
             _check_batch(z_shape, "z_shape", origins.shape[0])

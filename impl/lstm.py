@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from impl._checks import check_same, check_tensor
+from impl._checks import check_bool, check_same, check_tensor
 
 # torch's blocks (i, f, g, o) taken in the notes' order (i, f, o, g)
 _TORCH_TO_NOTES = (0, 1, 3, 2)
@@ -245,6 +245,7 @@ class LSTM(nn.Module):
     Runs the fast path (:func:`lstm_sequence_fast`)."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None):
+        check_bool(bias, "bias")
         super().__init__()
         from impl._checks import check_int
         check_int(input_size, "input_size", min=1)

@@ -14,8 +14,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from impl._checks import (check_float, check_generator, check_int, check_range, check_same, check_sorted,
-                          check_tensor)
+from impl._checks import (check_bool, check_float, check_generator, check_int, check_range, check_same,
+                          check_sorted, check_tensor)
 
 
 def _last3(x, name):
@@ -32,6 +32,7 @@ def positional_encoding(x: torch.Tensor, n_freqs: int, include_input: bool = Tru
 
     x: (..., D) -> (..., D (include_input) + 2 L D).
     """
+    check_bool(include_input, "include_input")
     check_tensor(x, "x")
     if x.ndim < 1:
         raise ValueError("x: expected shape (..., D), got a scalar")
@@ -138,6 +139,7 @@ def alpha_compositing_weights(sigma: torch.Tensor, t: torch.Tensor, validate: bo
 
     sigma: (..., N), t: (..., N + 1) -> (..., N).
     """
+    check_bool(validate, "validate")
     delta = _render_inputs(sigma, t, validate)
     alpha = 1 - torch.exp(-sigma * delta)
     ones = torch.ones_like(alpha[..., :1])
@@ -150,6 +152,7 @@ def volume_rendering_weights(sigma: torch.Tensor, t: torch.Tensor, validate: boo
     Equal to ``alpha_compositing_weights`` mathematically; no underflowing products of (1 - alpha), and
     alpha keeps its relative precision where sigma delta is tiny. sigma: (..., N), t: (..., N + 1) -> (..., N).
     """
+    check_bool(validate, "validate")
     delta = _render_inputs(sigma, t, validate)
     tau = sigma * delta
     # The exclusive prefix sum as a shifted cumsum, not cumsum - tau: an opaque sample (tau = inf, also
@@ -185,6 +188,7 @@ def volume_render(sigma: torch.Tensor, colors: torch.Tensor, t: torch.Tensor,
     ``validate`` checks sigma >= 0 and sorted t (one host synchronisation); turn it off in a loop whose
     inputs were checked once.
     """
+    check_bool(validate, "validate")
     check_tensor(sigma, "sigma")
     check_tensor(colors, "colors")
     if colors.shape[:-1] != sigma.shape:
@@ -225,6 +229,7 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_samples: int,
     bins: (R, M + 1) sorted edges, weights: (R, M) >= 0 -> (R, n_samples), sorted. ``validate`` checks
     both (host synchronisations); the samples are drawn on bins' device with ``generator``.
     """
+    check_bool(validate, "validate")
     check_tensor(bins, "bins", ndim=2)
     if bins.shape[1] < 2:
         raise ValueError(f"bins: expected at least 2 edges (one bin) per ray, got shape {tuple(bins.shape)}")
@@ -339,6 +344,7 @@ def render_field(field, origins: torch.Tensor, dirs: torch.Tensor, t_near: float
     (default ``field``) renders the union. The last interval runs to t_far. Returns FieldRender(color (R, 3),
     weights (R, N), t (R, N)).
     """
+    check_bool(stratified, "stratified")
     if not callable(field):
         raise TypeError("field: expected a callable (x, d) -> (rgb, sigma)")
     if fine_field is not None and not callable(fine_field):
@@ -402,6 +408,7 @@ def trilinear_corners(x: torch.Tensor, resolution: int, validate: bool = True) -
     checks the range (one host synchronisation). Unvalidated, the corners still stay on the grid: a point
     outside extrapolates from the nearest cell (negative weights), and NaN gives NaN weights.
     """
+    check_bool(validate, "validate")
     check_tensor(x, "x", ndim=2)
     if x.shape[1] != 3:
         raise ValueError(f"x: expected shape (N, 3), got {tuple(x.shape)}")

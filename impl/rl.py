@@ -19,8 +19,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from impl._checks import (check_float, check_generator, check_index, check_int, check_probability, check_same,
-                          check_tensor)
+from impl._checks import (check_bool, check_float, check_generator, check_index, check_int,
+                          check_probability, check_same, check_tensor)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,6 +138,7 @@ def frozen_lake(desc=FROZEN_LAKE_4X4, *, slippery: bool = True, dtype=torch.floa
     Holes and the goal are absorbing. R[s, a] is the expected reward sum_{s'} P[s, a, s'] [s' = G].
     desc: sequence of equal-length strings. Returns a FiniteMDP with batch shape ().
     """
+    check_bool(slippery, "slippery")
     if isinstance(desc, str) or not all(isinstance(r, str) for r in desc) or len(desc) == 0:
         raise TypeError("desc: expected a sequence of strings")
     cols = len(desc[0])
@@ -560,6 +561,7 @@ def mc_evaluation(states, rewards, alive, gamma, n_states: int, *, first_visit: 
     states: (..., E, T) the states S_t at which each step starts, rewards, alive: (..., E, T).
     Returns (V (..., S), visit counts (..., S)); states never visited get 0 and count 0.
     """
+    check_bool(first_visit, "first_visit")
     _check_index(states, "states")
     check_tensor(rewards, "rewards", finite=True)
     check_tensor(alive, "alive", floating=False)
@@ -1079,6 +1081,7 @@ def reinforce_surrogate(log_pi, rewards, gamma, *, baseline=None, reward_to_go: 
         (1/N) sum_i (sum_t grad log pi(a_t|s_t)) (sum_t gamma^t (r_t - b(s_t)));
     reward_to_go form (causal): (1/N) sum_i sum_t grad log pi(a_t|s_t) (sum_{t'>=t} gamma^t' r_t' - gamma^t b(s_t)).
     """
+    check_bool(reward_to_go, "reward_to_go")
     check_tensor(log_pi, "log_pi", ndim=2)
     check_tensor(rewards, "rewards", ndim=2, shape=tuple(log_pi.shape))
     if baseline is not None:
@@ -1102,6 +1105,7 @@ def actor_critic_surrogate(log_pi, rewards, values, next_values, gamma, *, alive
 
     log_pi, rewards, values (V(s_t)), next_values (V(s_{t+1}); 0 after termination): (N, T).
     """
+    check_bool(discount_states, "discount_states")
     check_tensor(log_pi, "log_pi", ndim=2)
     for n, t in (("rewards", rewards), ("values", values), ("next_values", next_values)):
         check_tensor(t, n, ndim=2, shape=tuple(log_pi.shape))

@@ -32,7 +32,8 @@ from typing import NamedTuple
 
 import torch
 
-from impl._checks import check_float, check_generator, check_int, check_range, check_same, check_tensor
+from impl._checks import (check_bool, check_float, check_generator, check_int, check_range, check_same,
+                          check_tensor)
 
 # The low-pass dilation eps2d * I added to every projected covariance (3DGS' anti-aliasing filter,
 # 0.3 px^2). One constant for fitting and rendering: a scene fitted with one value and rendered
@@ -206,6 +207,7 @@ def gaussian_alpha(pixels: torch.Tensor, means2d: torch.Tensor, covs2d: torch.Te
     pixels: (P, 2), means2d: (N, 2), covs2d: (N, 2, 2), opacities: (N,) in [0, 1] (checked
     unless ``validate=False``) -> (P, N). Degenerate covariances (det <= 0) give alpha = 0.
     """
+    check_bool(validate, "validate")
     check_tensor(pixels, "pixels", ndim=2, shape=(None, 2))
     _check_splats(means2d, covs2d, opacities, validate)
     check_same(means2d, "means2d", pixels=pixels)
@@ -223,6 +225,7 @@ def composite(alphas: torch.Tensor, colors: torch.Tensor, background: torch.Tens
     unless ``validate=False``), sorted front to back; colors: (..., K, C); background: (C,) or
     None (black). Returns (color (..., C), weights (..., K), final transmittance (...,)).
     """
+    check_bool(validate, "validate")
     check_tensor(alphas, "alphas", ndim=range(1, 10))
     if _check_validate(validate):
         check_range(alphas, "alphas", min=0.0, max=1.0)
@@ -243,6 +246,7 @@ def composite(alphas: torch.Tensor, colors: torch.Tensor, background: torch.Tens
 def transmittance_weights(alphas: torch.Tensor, *, validate: bool = True):
     """w_i = T_i alpha_i with T_i = prod_{j<i} (1 - alpha_j). alphas: (..., K) in [0, 1] (checked
     unless ``validate=False``), front to back -> (weights (..., K), final transmittance T_{K+1} (...,))."""
+    check_bool(validate, "validate")
     check_tensor(alphas, "alphas", ndim=range(1, 10))
     if _check_validate(validate):
         check_range(alphas, "alphas", min=0.0, max=1.0)
@@ -295,6 +299,7 @@ def rasterize_reference(means2d, covs2d, depths, colors, opacities, height: int,
     must lie in [0, 1] (checked unless ``validate=False``, for callers inside a loop).
     Returns the image (H, W, C). Memory O(H W N): small scenes only.
     """
+    check_bool(validate, "validate")
     _check_raster(means2d, covs2d, depths, colors, opacities, height, width, background, near, validate)
     if truncate is not None:
         check_float(truncate, "truncate", min=0.0, min_open=True)
@@ -368,6 +373,7 @@ def rasterize_tiles(means2d, covs2d, depths, colors, opacities, height: int, wid
     data-dependent length, so one call reads two sizes back from the device (the list length and
     the number of tile-Gaussian pairs), as 3DGS' CUDA rasteriser does; the reference has none.
     """
+    check_bool(validate, "validate")
     _check_raster(means2d, covs2d, depths, colors, opacities, height, width, background, near, validate)
     check_int(chunk_elements, "chunk_elements", min=1)
     tile, gid = tile_assignment(means2d, covs2d, depths, height, width, tile_size=tile_size,

@@ -50,3 +50,32 @@ def test_probability_vectors_allow_rounding_and_nothing_more():
     for bad in ([0.5, 0.6], [1.2, -0.2], [0.5, float("nan")]):
         with pytest.raises(ValueError, match="^p:"):
             check_probability(torch.tensor(bad, dtype=torch.float64), "p")
+
+
+def test_flags_must_be_bools():
+    # a flag given as the string "False", 0-d tensor or None is refused by name, not taken as true
+    from impl._checks import check_bool
+    assert check_bool(False, "validate") is False
+    for bad in ("False", torch.tensor(True), None, 1):
+        with pytest.raises(TypeError, match=r"^validate: expected a bool, got "):
+            check_bool(bad, "validate")
+
+
+def test_public_flags_are_checked_by_name():
+    # one public function per module that takes a flag, called with otherwise valid arguments
+    from impl import attention, diffusion, lstm, nerf, rl
+    q = torch.zeros(1, 2, 4, dtype=torch.float64)
+    sigma, t = torch.ones(1, 3, dtype=torch.float64), torch.linspace(0, 1, 4, dtype=torch.float64)[None]
+    cases = [
+        (lambda v: attention.scaled_dot_product_attention(q, q, q, causal=v), "causal"),
+        (lambda v: nerf.volume_rendering_weights(sigma, t, validate=v), "validate"),
+        (lambda v: nerf.positional_encoding(q, 2, include_input=v), "include_input"),
+        (lambda v: rl.frozen_lake(slippery=v), "slippery"),
+        (lambda v: lstm.LSTM(2, 3, bias=v), "bias"),
+        (lambda v: diffusion.sample(lambda x, t: torch.zeros_like(x), (1, 2), diffusion.linear_beta_schedule(5),
+                                    return_trajectory=v), "return_trajectory"),
+    ]
+    for fn, name in cases:
+        fn(True), fn(False)  # both values work
+        with pytest.raises(TypeError, match=rf"^{name}: expected a bool, got str$"):
+            fn("False")

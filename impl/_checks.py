@@ -50,6 +50,34 @@ def check_returned(value, name: str, like: torch.Tensor, *, shape: Sequence[int]
     return value
 
 
+def check_dtype(dtype, name: str = "dtype", *, floating: bool = True) -> torch.dtype:
+    """A torch.dtype (a floating one by default: an integer cast would round). A string would be
+    taken for a device by Tensor.to."""
+    if not isinstance(dtype, torch.dtype) or (floating and not dtype.is_floating_point):
+        raise TypeError(f"{name}: expected a {'floating-point ' if floating else ''}torch.dtype, got {dtype!r}")
+    return dtype
+
+
+def check_device(device, name: str = "device") -> torch.device | None:
+    """``device`` as a torch.device (None stays None: the caller's default)."""
+    if device is None:
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"{name}: not a torch device: {device!r}") from e
+
+
+def check_trainable(module, name: str, *, what: str = "an nn.Module") -> torch.Tensor:
+    """A module with parameters to train; returns its first, whose dtype and device its inputs share."""
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"{name}: expected {what}, got {type(module).__name__}")
+    p = next(module.parameters(), None)
+    if p is None:
+        raise ValueError(f"{name}: has no parameters to train")
+    return p
+
+
 def check_bool(value, name: str) -> bool:
     """A flag must be a bool: a string "False" or a tensor would otherwise be taken as true."""
     if not isinstance(value, bool):
@@ -150,11 +178,8 @@ def check_probability(p: torch.Tensor, name: str, *, dim: int = -1, atol: float 
     # entries may miss [0, 1] by rounding as the sum misses 1 (a normalised one-entry vector can be 1 + eps)
     check_range(p, name, min=-atol, max=1.0 + atol)
     err = (p.sum(dim) - 1).abs()
-    if err.numel() == 0:  # an empty batch of vectors: nothing to check (max() of nothing is an error)
-        return p
-    err = err.max()
-    if not bool(err <= atol):
-        raise ValueError(f"{name}: must sum to 1 along dim {dim}, off by {err.item():.3g}")
+    if not bool((err <= atol).all()):  # all() of an empty batch of vectors is true: nothing to check
+        raise ValueError(f"{name}: must sum to 1 along dim {dim}, off by {err.max().item():.3g}")
     return p
 
 

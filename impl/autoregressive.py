@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 import math
 
-from impl._checks import (check_bool, check_choice, check_generator, check_index, check_int, check_same,
-                          check_tensor)
+from impl._checks import (check_bool, check_choice, check_device, check_dtype, check_generator, check_index,
+                          check_int, check_same, check_tensor)
 
 
 def _check_device(x: torch.Tensor, name: str, module: nn.Module) -> None:
@@ -48,12 +48,8 @@ def _check_order(order, D: int, device) -> torch.Tensor:
 def all_binary(n: int, *, device=None, dtype=torch.float64) -> torch.Tensor:
     """All 2^n binary vectors, (2^n, n), first coordinate most significant."""
     check_int(n, "n", min=1, max=24)
-    if not isinstance(dtype, torch.dtype):  # a string is taken for a device by Tensor.to
-        raise TypeError(f"dtype: expected a torch.dtype, got {dtype!r}")
-    try:
-        device = None if device is None else torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device: not a torch device: {device!r}") from e
+    check_dtype(dtype, floating=False)
+    device = check_device(device)
     k = torch.arange(2 ** n, device=device)
     bits = 2 ** torch.arange(n - 1, -1, -1, device=device)
     return ((k[:, None] & bits) > 0).to(dtype)

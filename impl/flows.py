@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impl._checks import (check_bool, check_float, check_generator, check_int, check_same, check_same_shape,
-                          check_tensor)
+from impl._checks import (check_bool, check_device, check_dtype, check_float, check_generator, check_int,
+                          check_same, check_same_shape, check_tensor, check_trainable)
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -202,22 +202,14 @@ class ActNorm(nn.Module):
 
 # ---------------------------------------------------------------------- invertible 1x1 convolution
 
-def _device(device) -> torch.device:
-    try:
-        return torch.device("cpu") if device is None else torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device: not a torch device: {device!r}") from e
-
-
 def random_rotation(channels: int, *, generator: torch.Generator | None = None,
                     dtype=torch.float32, device=None) -> torch.Tensor:
     """A random orthogonal C x C matrix with det = +1 (QR of a Gaussian, column signs fixed so
     the distribution is Haar, then the first column flipped if the determinant is -1). Drawn in
     float64 on ``device`` (a ``generator`` must live there), then cast to ``dtype``."""
     channels = check_int(channels, "channels", min=1)
-    device = _device(device)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:  # an integer cast would round
-        raise TypeError(f"dtype: expected a floating-point torch.dtype, got {dtype!r}")
+    device = check_device(device) or torch.device("cpu")
+    check_dtype(dtype)
     check_generator(generator, "generator", device)
     a = torch.randn(channels, channels, generator=generator, dtype=torch.float64, device=device)
     q, r = torch.linalg.qr(a)
@@ -781,20 +773,16 @@ def train_flow(model: nn.Module, data: torch.Tensor, *, steps: int = 500, batch:
     Minibatch indices are drawn on data's device (``generator`` must live there). The losses stay
     on the device as detached tensors, stacked once at the end: no host synchronisation per step.
     Returns TrainResult(model, losses (steps,))."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module with a log_prob method, got {type(model).__name__}")
-    params = list(model.parameters())
-    if not params:
-        raise ValueError("model: has no parameters to train")
+    p = check_trainable(model, "model", what="an nn.Module with a log_prob method")
     check_tensor(data, "data")
     if data.ndim < 1 or data.shape[0] < 1:
         raise ValueError(f"data: expected a batch of at least one sample, got shape {tuple(data.shape)}")
-    check_same(params[0], "the model", data=data)  # else named as an inner layer's x
+    check_same(p, "the model", data=data)  # else named as an inner layer's x
     steps = check_int(steps, "steps", min=1)
     batch = check_int(batch, "batch", min=1)
     check_float(lr, "lr", min=0.0, min_open=True)
     check_generator(generator, "generator", data.device)
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
         idx = torch.randint(0, data.shape[0], (min(batch, data.shape[0]),), generator=generator, device=data.device)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from impl._checks import (check_choice, check_float, check_int, check_probability, check_range, check_returned,
-                          check_same, check_same_shape, check_symmetric_psd, check_tensor)
+                          check_same, check_same_shape, check_symmetric_psd, check_tensor, check_trainable)
 
 
 # ---------------------------------------------------------------------------------- value function
@@ -163,16 +163,6 @@ def generator_loss(d_fake_logits: torch.Tensor, kind: str = "non-saturating") ->
     return -F.logsigmoid(d_fake_logits).mean()
 
 
-def _trainable(module, name: str) -> torch.Tensor:
-    """A module with parameters for Adam; returns its first, whose dtype and device batches must share."""
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"{name}: expected an nn.Module, got {type(module).__name__}")
-    p = next(module.parameters(), None)
-    if p is None:
-        raise ValueError(f"{name}: has no parameters to train")
-    return p
-
-
 def _draw(sample, name: str, like: torch.Tensor) -> torch.Tensor:
     """sample(): a non-empty batch in the dtype and on the device of the network that reads it (shape and
     device checks only: no host synchronisation per step)."""
@@ -213,7 +203,7 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, sample_data, sampl
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas: expected two numbers (beta1, beta2), got {betas!r}")
     betas = tuple(check_float(b, "betas", min=0.0, max=1.0, max_open=True) for b in betas)
-    p_g, p_d = _trainable(generator, "generator"), _trainable(discriminator, "discriminator")
+    p_g, p_d = check_trainable(generator, "generator"), check_trainable(discriminator, "discriminator")
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
     d_hist, g_hist = [], []
@@ -552,7 +542,7 @@ def unrolled_generator_loss(generator: nn.Module, discriminator: nn.Module, z: t
     check_float(lr, "lr", min=0.0)
     if not callable(generator):
         raise TypeError("generator: expected a callable")
-    p_d = _trainable(discriminator, "discriminator")
+    p_d = check_trainable(discriminator, "discriminator")
     check_tensor(z, "z")
     if z.ndim < 1 or z.shape[0] == 0:
         raise ValueError(f"z: the generator loss needs at least one noise sample, got shape {tuple(z.shape)}")

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from impl._checks import check_float, check_index, check_int, check_returned, check_same, check_tensor
+from impl._checks import (check_device, check_dtype, check_float, check_index, check_int, check_returned, check_same,
+                          check_tensor)
 
 # --------------------------------------------------------------------------- analytic shapes
 
@@ -97,12 +98,8 @@ def grid_points(n: int, bound: float, *, dtype=torch.float64, device="cpu") -> t
     """The n^3 grid over [-bound, bound]^3, indexed (i, j, k) -> (x, y, z). Returns (n, n, n, 3)."""
     check_int(n, "n", min=2)
     bound = check_float(bound, "bound", min=0.0, min_open=True)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating-point torch.dtype, got {dtype!r}")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device: not a torch device: {device!r}") from e
+    check_dtype(dtype)
+    device = check_device(device)
     # bound times [-1, 1]: linspace(-bound, bound) would overflow its step 2 bound for bound > max / 2
     axis = bound * torch.linspace(-1.0, 1.0, n, dtype=dtype, device=device)
     return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)

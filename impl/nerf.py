@@ -388,13 +388,18 @@ def render_field(field, origins: torch.Tensor, dirs: torch.Tensor, t_near: float
 _PRIMES = (1, 2654435761, 805459861)
 
 
-def spatial_hash(corners: torch.Tensor, table_size: int) -> torch.Tensor:
-    """Instant-NGP's hash (x_1 pi_1 XOR x_2 pi_2 XOR x_3 pi_3) mod T. corners: (..., 3) integer -> (...)."""
+def _check_corners(corners) -> None:
+    """Integer grid corners (..., 3); negative ones are allowed (the hash wraps them)."""
     check_tensor(corners, "corners", floating=False)
     if corners.is_floating_point() or corners.is_complex() or corners.dtype == torch.bool:
         raise TypeError(f"corners: expected an integer tensor, got {corners.dtype}")
     if corners.ndim < 1 or corners.shape[-1] != 3:
         raise ValueError(f"corners: expected shape (..., 3), got {tuple(corners.shape)}")
+
+
+def spatial_hash(corners: torch.Tensor, table_size: int) -> torch.Tensor:
+    """Instant-NGP's hash (x_1 pi_1 XOR x_2 pi_2 XOR x_3 pi_3) mod T. corners: (..., 3) integer -> (...)."""
+    _check_corners(corners)
     check_int(table_size, "table_size", min=1)
     c = corners.long()
     h = (c[..., 0] * _PRIMES[0]) ^ (c[..., 1] * _PRIMES[1]) ^ (c[..., 2] * _PRIMES[2])
@@ -446,11 +451,7 @@ class HashEncoding(nn.Module):
 
     def level_indices(self, corners: torch.Tensor, level: int) -> torch.Tensor:
         """Table rows of integer corners (..., 3) at ``level``."""
-        check_tensor(corners, "corners", floating=False)
-        if corners.is_floating_point() or corners.is_complex() or corners.dtype == torch.bool:
-            raise TypeError(f"corners: expected an integer tensor, got {corners.dtype}")
-        if corners.ndim < 1 or corners.shape[-1] != 3:
-            raise ValueError(f"corners: expected shape (..., 3), got {tuple(corners.shape)}")
+        _check_corners(corners)
         check_int(level, "level", min=0, max=len(self.resolutions) - 1)
         n = self.resolutions[level] + 1
         if n**3 <= self.table_size:

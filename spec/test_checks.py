@@ -79,3 +79,21 @@ def test_public_flags_are_checked_by_name():
         fn(True), fn(False)  # both values work
         with pytest.raises(TypeError, match=rf"^{name}: expected a bool, got str$"):
             fn("False")
+
+
+def test_dtype_device_and_trainable_checks_name_the_argument():
+    from impl._checks import check_device, check_dtype, check_trainable
+    assert check_dtype(torch.float32) is torch.float32 and check_dtype(torch.int64, floating=False) is torch.int64
+    with pytest.raises(TypeError, match=r"^dtype: expected a floating-point torch.dtype, got torch.int64$"):
+        check_dtype(torch.int64)
+    with pytest.raises(TypeError, match=r"^dtype: expected a torch.dtype, got 'cpu'$"):
+        check_dtype("cpu", floating=False)
+    assert check_device(None) is None and check_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"^device: not a torch device: 'gpu0'$"):
+        check_device("gpu0")
+    lin = torch.nn.Linear(2, 1)
+    assert check_trainable(lin, "model") is lin.weight
+    with pytest.raises(TypeError, match=r"^model: expected an nn.Module, got int$"):
+        check_trainable(3, "model")
+    with pytest.raises(ValueError, match=r"^model: has no parameters to train$"):
+        check_trainable(torch.nn.Identity(), "model")
